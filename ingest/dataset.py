@@ -1,0 +1,204 @@
+"""The dataset directory: hive-partitioned zstd Parquet plus ``manifest.json``.
+
+Every change is built aside and swapped in whole: a new or replaced dataset
+is written to a staging directory next to it, and adding sources to an
+existing one starts from hard links of its (immutable) files.  The staging
+directory then replaces the dataset with one atomic ``renameat2`` exchange
+(two renames where the filesystem lacks it), so readers see the old dataset
+or the new one, never a mix, and an interrupted ingest leaves the old one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from ingest.errors import InputError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+TABLES = ("events", "rejects", "runs", "fpu_ops")
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3}
+
+
+def tool_version() -> str:
+    """The installed fpureplay version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fpureplay")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def source_id(path: str, sha256: str) -> str:
+    """A stable, path-safe id for one input: its file stem and a digest prefix."""
+    stem = Path(path).name if path not in ("-", "<stdin>") else "stdin"
+    for suffix in (".gz", ".zst", ".txt", ".dat"):
+        stem = stem.removesuffix(suffix)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "trace"
+    return f"{stem[:48]}-{sha256[:12]}"
+
+
+def read_manifest(dataset: Path) -> dict[str, Any]:
+    """The manifest of ``dataset``; InputError when it is not a dataset."""
+    path = Path(dataset) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(str(dataset), "is not an fpureplay dataset (no manifest.json)") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(str(path), f"unreadable manifest: {exc}") from exc
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(
+            str(path),
+            f"schema_version {manifest.get('schema_version')!r} is not {SCHEMA_VERSION}",
+        )
+    return manifest
+
+
+def partition_dir(root: Path, table: str, source: str, policy: str | None = None) -> Path:
+    """Where a table's files for one source (and policy) live."""
+    base = root / table
+    if policy is not None:
+        base = base / f"policy={policy}"
+    return base / f"source={source}"
+
+
+class PartitionWriter:
+    """Appends frames to one Parquet file, one row group per frame."""
+
+    def __init__(self, path: Path, schema: pl.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Append ``frame`` (columns in schema order)."""
+        table = frame.to_arrow()
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.path, table.schema, **PARQUET_OPTIONS)
+        self._writer.write_table(table)
+        self.rows += frame.height
+
+    def close(self) -> None:
+        """Finish the file; an empty table still gets a file with its schema."""
+        if self._writer is None:
+            self.write(self.schema.to_frame())
+        assert self._writer is not None
+        self._writer.close()
+
+
+def write_frame(path: Path, frame: pl.DataFrame) -> None:
+    """Write one frame as one Parquet file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(frame.to_arrow(), path, **PARQUET_OPTIONS)
+
+
+@dataclass
+class Staging:
+    """A dataset being built aside; :meth:`commit` swaps it in."""
+
+    target: Path
+    path: Path
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def commit(self) -> None:
+        """Write the manifest and replace the target with the staged dataset."""
+        tmp = self.path / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=1, sort_keys=False) + "\n")
+        os.replace(tmp, self.path / MANIFEST)
+        _fsync_dir(self.path)
+        if self.target.exists():
+            if _exchange(self.path, self.target):
+                shutil.rmtree(self.path)  # now holds the old dataset
+            else:
+                old = self.target.with_name(f".{self.target.name}.old-{uuid.uuid4().hex[:8]}")
+                os.rename(self.target, old)
+                os.rename(self.path, self.target)
+                shutil.rmtree(old)
+        else:
+            os.rename(self.path, self.target)
+        _fsync_dir(self.target.parent)
+
+    def abort(self) -> None:
+        """Drop the staged dataset; the target is untouched."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging(target: Path, *, copy_existing: bool) -> Iterator[Staging]:
+    """Stage a new version of ``target``; it is swapped in only by ``commit()``.
+
+    With ``copy_existing`` the staged dataset starts as hard links of the
+    current one (its files are never modified in place, so links are safe).
+    Any exception, KeyboardInterrupt included, removes the staging directory.
+    """
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.with_name(f".{target.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    path.mkdir()
+    stage = Staging(target, path)
+    try:
+        if copy_existing and target.exists():
+            _link_tree(target, path)
+            stage.manifest = json.loads((target / MANIFEST).read_text())
+        yield stage
+    except BaseException:
+        stage.abort()
+        raise
+    finally:
+        if path.exists():  # not committed
+            stage.abort()
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    for root, dirs, files in os.walk(src):
+        rel = Path(root).relative_to(src)
+        for d in dirs:
+            (dst / rel / d).mkdir(exist_ok=True)
+        for f in files:
+            if f == MANIFEST:
+                continue
+            try:
+                os.link(Path(root) / f, dst / rel / f)
+            except OSError:
+                shutil.copy2(Path(root) / f, dst / rel / f)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux renameat2); False when unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    res = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return res == 0
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,254 @@
+"""Ingest trace files into a dataset: parse in parallel, write aside, swap in.
+
+One :class:`SourceReport` per input says what happened to it (added, or
+already present by sha256) with the figures the CLI summary and the
+manifest show.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ingest import dataset as ds
+from ingest.detect import detect_format
+from ingest.errors import InputError
+from ingest.lines import split_lines
+from ingest.parse import Chunk, SourceStats, head_lines, parse_block
+from ingest.reader import DEFAULT_BLOCK_BYTES, Block, TraceInput
+from ingest.schema import EVENTS_SCHEMA, REJECTS_SCHEMA
+
+#: progress callback: (path, raw bytes read so far, total bytes or None)
+Progress = Callable[[str, int, int | None], None]
+
+
+@dataclass
+class SourceReport:
+    """What ingest did with one input."""
+
+    id: str
+    path: str
+    status: str  # "added" or "already present"
+    stats: SourceStats
+    sha256: str
+    compression: str | None
+    truncated: bool
+    lines: int
+
+    def manifest_entry(self) -> dict[str, Any]:
+        """The manifest's `sources[]` entry for this input."""
+        s = self.stats
+        return {
+            "id": self.id,
+            "path": self.path,
+            "sha256": self.sha256,
+            "format": s.format,
+            "compression": self.compression,
+            "kernel": s.kernel,
+            "lines": self.lines,
+            "events": s.events,
+            "rejects": s.rejects,
+            "meta_lines": s.meta_lines,
+            "lost_markers": s.lost_markers,
+            "lost_events": s.lost_events,
+            "buffer_started_markers": s.buffer_started,
+            "truncated": self.truncated,
+            "invalid_utf8_lines": s.invalid_utf8_lines,
+            "ts_backwards": s.ts_backwards,
+            "first_ts_ns": s.first_ts_ns,
+            "last_ts_ns": s.last_ts_ns,
+            "cpus": sorted(s.cpus),
+            "vcpu_threads": sorted(s.vcpu_pids),
+            "instances": sorted(s.instances),
+            "event_counts": dict(sorted(s.event_counts.items())),
+            "recorded_policy": "undetermined",
+            "recorded_policy_evidence": ["not replayed yet: run `fpureplay replay`"],
+        }
+
+    def summary_row(self) -> dict[str, Any]:
+        """One row of the ingest summary table."""
+        s = self.stats
+        span = (
+            (s.last_ts_ns - s.first_ts_ns) / 1e9
+            if s.first_ts_ns is not None and s.last_ts_ns is not None
+            else None
+        )
+        return {
+            "source": self.id,
+            "status": self.status,
+            "format": s.format,
+            "lines": self.lines,
+            "events": s.events,
+            "rejects": s.rejects,
+            "lost_markers": s.lost_markers,
+            "vcpu_threads": len(s.vcpu_pids),
+            "span_s": round(span, 6) if span is not None else None,
+        }
+
+
+def iter_parsed(
+    source: TraceInput,
+    fmt: str = "auto",
+    *,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    workers: int = 2,
+) -> Iterator[tuple[Block, Chunk, int]]:
+    """Parse ``source`` block by block, ``workers`` blocks at a time, in order.
+
+    polars releases the GIL, so threads give real parallelism; at most
+    ``workers + 1`` blocks are in flight, which bounds memory.
+    """
+    blocks = source.blocks(block_bytes)
+
+    def job(block: Block, fmt: str) -> tuple[Block, Chunk, int]:
+        frame, invalid = split_lines(block.data, block.first_line_no)
+        return block, parse_block(frame, fmt, truncated=block.truncated), invalid
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque[Future[tuple[Block, Chunk, int]]] = deque()
+        for block in blocks:
+            if fmt == "auto":
+                fmt = detect_format(head_lines(block.data)) or ""
+                if not fmt:
+                    first = (head_lines(block.data, 1) or [""])[0]
+                    raise InputError(
+                        source.display_path,
+                        "cannot tell the trace format from the first lines (first line: "
+                        f"{first[:80]!r}); expected tracefs, trace-cmd report or perf script "
+                        "text, or pass --format",
+                        line=1,
+                    )
+            source.format = fmt
+            pending.append(pool.submit(job, block, fmt))
+            while len(pending) > max(1, workers):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def parse_file(path: str, fmt: str = "auto") -> pl.DataFrame:
+    """All events of one trace file (any supported format) as one frame."""
+    parts = [chunk.events for _, chunk, _ in iter_parsed(TraceInput(path), fmt)]
+    return pl.concat(parts) if parts else EVENTS_SCHEMA.to_frame()
+
+
+def ingest_traces(
+    paths: Sequence[str],
+    out: Path,
+    *,
+    fmt: str = "auto",
+    force: bool = False,
+    strict: bool = False,
+    workers: int = 2,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    progress: Progress | None = None,
+) -> list[SourceReport]:
+    """Parse ``paths`` into the dataset ``out`` and return one report per input.
+
+    A new ``out`` is created.  An existing dataset gains the inputs it does
+    not hold yet (same sha256: skipped); ``force`` replaces it with exactly
+    these inputs.  ``strict`` makes any reject or lost-event marker an
+    :class:`InputError`.  On any error the dataset is left as it was.
+    """
+    out = Path(out)
+    not_dataset = out.exists() and not (out / ds.MANIFEST).exists()
+    if not_dataset and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(str(out), "exists and is not an fpureplay dataset; not touching it")
+    existing = not force and (out / ds.MANIFEST).exists()
+    if existing:
+        ds.read_manifest(out)  # validates the schema version before any work
+    reports: list[SourceReport] = []
+    with ds.staging(out, copy_existing=existing) as stage:
+        manifest = stage.manifest or _new_manifest()
+        known = {s["sha256"]: s["id"] for s in manifest["sources"]}
+        for n, path in enumerate(paths):
+            report = _ingest_one(
+                path, stage.path, n, fmt, known, strict, workers, block_bytes, progress
+            )
+            reports.append(report)
+            if report.status == "added":
+                known[report.sha256] = report.id
+                manifest["sources"].append(report.manifest_entry())
+        manifest["tool_version"] = ds.tool_version()
+        stage.manifest = manifest
+        stage.commit()
+    return reports
+
+
+def _new_manifest() -> dict[str, Any]:
+    return {"schema_version": ds.SCHEMA_VERSION, "tool_version": ds.tool_version(), "sources": []}
+
+
+def _ingest_one(
+    path: str,
+    root: Path,
+    n: int,
+    fmt: str,
+    known: dict[str, str],
+    strict: bool,
+    workers: int,
+    block_bytes: int,
+    progress: Progress | None,
+) -> SourceReport:
+    source = TraceInput(path)
+    total = os.path.getsize(path) if path != "-" and os.path.isfile(path) else None
+    tmp = root / f"_incoming-{n}"
+    events = ds.PartitionWriter(tmp / "events.parquet", EVENTS_SCHEMA)
+    rejects = ds.PartitionWriter(tmp / "rejects.parquet", REJECTS_SCHEMA)
+    stats: SourceStats | None = None
+    first_reject: tuple[int, str] | None = None
+    for _block, chunk, invalid in iter_parsed(
+        source, fmt, block_bytes=block_bytes, workers=workers
+    ):
+        stats = stats or SourceStats(source.format or fmt)
+        stats.add(chunk)
+        stats.invalid_utf8_lines += invalid
+        if chunk.rejects.height and first_reject is None:
+            first_reject = (chunk.rejects["line_no"][0], chunk.rejects["reason"][0])
+        if strict and (first_reject or stats.lost_markers):
+            _strict_failure(source, first_reject, chunk)
+        events.write(chunk.events)
+        if chunk.rejects.height:
+            rejects.write(chunk.rejects)
+        if progress:
+            progress(source.display_path, source.bytes, total)
+    events.close()
+    rejects.close()
+    if stats is None:  # an empty input: a source with no lines
+        stats = SourceStats(source.format or (fmt if fmt != "auto" else "tracefs"))
+    stats.kernel = source.kernel or stats.kernel
+    sid = ds.source_id(source.display_path, source.sha256)
+    report = SourceReport(
+        id=known.get(source.sha256, sid),
+        path=source.display_path,
+        status="already present" if source.sha256 in known else "added",
+        stats=stats,
+        sha256=source.sha256,
+        compression=source.compression,
+        truncated=source.truncated,
+        lines=source.lines,
+    )
+    if report.status == "added":
+        for table in ("events", "rejects"):
+            dest = ds.partition_dir(root, table, sid)
+            dest.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / f"{table}.parquet", dest / "part-0.parquet")
+    shutil.rmtree(tmp)
+    return report
+
+
+def _strict_failure(source: TraceInput, first_reject: tuple[int, str] | None, chunk: Chunk) -> None:
+    if first_reject is not None:
+        line, reason = first_reject
+        raise InputError(source.display_path, f"rejected line ({reason}) [--strict]", line=line)
+    lost = chunk.events.filter(chunk.events["event"] == "lost_events")
+    line = int(lost["line_no"][0]) if lost.height else None
+    raise InputError(source.display_path, "lost-events marker [--strict]", line=line)

@@ -1,0 +1,154 @@
+"""Open a trace input (file, ``-``, gzip, zstd, trace-cmd ``.dat``) as blocks of whole lines.
+
+The sha256 is taken over the bytes as stored (the compressed file, the
+``.dat`` file), so it identifies the input a user has, and the blocks are of
+bounded size whatever the input size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+import zstandard
+
+from ingest import tracecmd
+from ingest.errors import InputError
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+DEFAULT_BLOCK_BYTES = 16 << 20
+
+
+@dataclass
+class Block:
+    """Whole lines of the input, numbered from ``first_line_no``."""
+
+    first_line_no: int
+    data: bytes
+    #: the input ended without a newline after the last line of this block
+    truncated: bool = False
+
+
+@dataclass
+class TraceInput:
+    """One input trace being read; fills ``sha256``, ``bytes`` and ``lines`` as it goes."""
+
+    path: str
+    format: str | None = None
+    compression: str | None = None
+    is_dat: bool = False
+    sha256: str = ""
+    bytes: int = 0
+    lines: int = 0
+    truncated: bool = False
+    kernel: str | None = None
+    _hash: hashlib._Hash = field(default_factory=hashlib.sha256, repr=False)
+
+    @property
+    def display_path(self) -> str:
+        """The path as the user gave it (``-`` is shown as ``<stdin>``)."""
+        return "<stdin>" if self.path == "-" else self.path
+
+    def blocks(self, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Block]:
+        """Yield the input's lines in blocks of about ``block_bytes``."""
+        raw = self._open_raw()
+        try:
+            head = raw.read(max(block_bytes, 1 << 16))
+            if head.startswith(tracecmd.DAT_MAGIC):
+                yield from self._dat_blocks(raw, head, block_bytes)
+                return
+            yield from self._split(self._text_chunks(raw, head, block_bytes))
+        finally:
+            if raw is not sys.stdin.buffer:
+                raw.close()
+
+    # -- raw bytes -----------------------------------------------------------------
+    def _open_raw(self) -> IO[bytes]:
+        if self.path == "-":
+            return sys.stdin.buffer
+        if os.path.isdir(self.path):
+            raise InputError(self.path, "is a directory, not a trace file")
+        try:
+            return open(self.path, "rb")
+        except OSError as exc:
+            raise InputError(self.path, exc.strerror or str(exc)) from exc
+
+    def _read_raw(self, raw: IO[bytes], size: int) -> bytes:
+        data = raw.read(size)
+        self._hash.update(data)
+        self.bytes += len(data)
+        return data
+
+    def _text_chunks(self, raw: IO[bytes], head: bytes, size: int) -> Iterator[bytes]:
+        self._hash.update(head)
+        self.bytes += len(head)
+        if head.startswith(GZIP_MAGIC):
+            self.compression = "gzip"
+            decomp = zlib.decompressobj(wbits=47)
+            yield from self._decompressed(raw, head, size, decomp.decompress, "gzip")
+        elif head.startswith(ZSTD_MAGIC):
+            self.compression = "zstd"
+            decomp = zstandard.ZstdDecompressor().decompressobj()
+            yield from self._decompressed(raw, head, size, decomp.decompress, "zstd")
+        else:
+            data = head
+            while data:
+                yield data
+                data = self._read_raw(raw, size)
+        self.sha256 = self._hash.hexdigest()
+
+    def _decompressed(self, raw, head, size, decompress, kind) -> Iterator[bytes]:
+        data = head
+        try:
+            while data:
+                out = decompress(data)
+                if out:
+                    yield out
+                data = self._read_raw(raw, size)
+        except (zlib.error, zstandard.ZstdError) as exc:
+            raise InputError(self.display_path, f"corrupt {kind} stream: {exc}") from exc
+
+    def _dat_blocks(self, raw: IO[bytes], head: bytes, size: int) -> Iterator[Block]:
+        if self.path == "-":
+            raise InputError(
+                "<stdin>", "a trace-cmd .dat file cannot be read from stdin; pass its path"
+            )
+        self.is_dat = True
+        self._hash.update(head)
+        self.bytes += len(head)
+        while self._read_raw(raw, 1 << 20):
+            pass
+        self.sha256 = self._hash.hexdigest()
+        proc, out = tracecmd.open_dat(self.path)
+        self.kernel = tracecmd.dat_uname(self.path)
+        try:
+            yield from self._split(iter(lambda: out.read(size), b""))
+        finally:
+            out.close()
+        tracecmd.finish_dat(proc, self.path)
+
+    # -- lines ---------------------------------------------------------------------
+    def _split(self, chunks: Iterator[bytes]) -> Iterator[Block]:
+        carry = b""
+        line_no = 1
+        for chunk in chunks:
+            data = carry + chunk if carry else chunk
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                carry = data  # a very long line: keep reading
+                continue
+            block, carry = data[:cut], data[cut:]
+            yield Block(line_no, block)
+            n = block.count(b"\n")
+            line_no += n
+            self.lines += n
+        if carry:
+            self.truncated = True
+            self.lines += 1
+            yield Block(line_no, carry, truncated=True)
