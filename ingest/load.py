@@ -7,6 +7,7 @@ manifest show.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections import deque
@@ -37,7 +38,8 @@ class SourceReport:
     id: str
     path: str
     status: str  # "added" or "already present"
-    stats: SourceStats
+    stats: SourceStats | None  # None when skipped before parsing
+    entry: dict[str, Any] | None
     sha256: str
     compression: str | None
     truncated: bool
@@ -45,7 +47,10 @@ class SourceReport:
 
     def manifest_entry(self) -> dict[str, Any]:
         """The manifest's `sources[]` entry for this input."""
+        if self.entry is not None:
+            return self.entry
         s = self.stats
+        assert s is not None
         return {
             "id": self.id,
             "path": self.path,
@@ -75,21 +80,18 @@ class SourceReport:
 
     def summary_row(self) -> dict[str, Any]:
         """One row of the ingest summary table."""
-        s = self.stats
-        span = (
-            (s.last_ts_ns - s.first_ts_ns) / 1e9
-            if s.first_ts_ns is not None and s.last_ts_ns is not None
-            else None
-        )
+        e = self.manifest_entry()
+        first, last = e["first_ts_ns"], e["last_ts_ns"]
+        span = (last - first) / 1e9 if first is not None and last is not None else None
         return {
             "source": self.id,
             "status": self.status,
-            "format": s.format,
-            "lines": self.lines,
-            "events": s.events,
-            "rejects": s.rejects,
-            "lost_markers": s.lost_markers,
-            "vcpu_threads": len(s.vcpu_pids),
+            "format": e["format"],
+            "lines": e["lines"],
+            "events": e["events"],
+            "rejects": e["rejects"],
+            "lost_markers": e["lost_markers"],
+            "vcpu_threads": len(e["vcpu_threads"]),
             "span_s": round(span, 6) if span is not None else None,
         }
 
@@ -168,15 +170,16 @@ def ingest_traces(
     reports: list[SourceReport] = []
     with ds.staging(out, copy_existing=existing) as stage:
         manifest = stage.manifest or _new_manifest()
-        known = {s["sha256"]: s["id"] for s in manifest["sources"]}
+        known = {s["sha256"]: s for s in manifest["sources"]}
         for n, path in enumerate(paths):
             report = _ingest_one(
                 path, stage.path, n, fmt, known, strict, workers, block_bytes, progress
             )
             reports.append(report)
             if report.status == "added":
-                known[report.sha256] = report.id
-                manifest["sources"].append(report.manifest_entry())
+                entry = report.manifest_entry()
+                known[report.sha256] = entry
+                manifest["sources"].append(entry)
         manifest["tool_version"] = ds.tool_version()
         stage.manifest = manifest
         stage.commit()
@@ -192,14 +195,20 @@ def _ingest_one(
     root: Path,
     n: int,
     fmt: str,
-    known: dict[str, str],
+    known: dict[str, dict[str, Any]],
     strict: bool,
     workers: int,
     block_bytes: int,
     progress: Progress | None,
 ) -> SourceReport:
     source = TraceInput(path)
-    total = os.path.getsize(path) if path != "-" and os.path.isfile(path) else None
+    regular = path != "-" and os.path.isfile(path)
+    if regular:
+        # Hashing is far cheaper than parsing: skip inputs already present.
+        sha = _file_sha256(path)
+        if sha in known:
+            return _already_present(source, known[sha])
+    total = os.path.getsize(path) if regular else None
     tmp = root / f"_incoming-{n}"
     events = ds.PartitionWriter(tmp / "events.parquet", EVENTS_SCHEMA)
     rejects = ds.PartitionWriter(tmp / "rejects.parquet", REJECTS_SCHEMA)
@@ -222,27 +231,52 @@ def _ingest_one(
             progress(source.display_path, source.bytes, total)
     events.close()
     rejects.close()
-    if stats is None:  # an empty input: a source with no lines
-        stats = SourceStats(source.format or (fmt if fmt != "auto" else "tracefs"))
+    if stats is None:
+        raise InputError(source.display_path, "is empty: no trace lines")
     stats.kernel = source.kernel or stats.kernel
+    if source.sha256 in known:
+        shutil.rmtree(tmp)
+        return _already_present(source, known[source.sha256])
     sid = ds.source_id(source.display_path, source.sha256)
     report = SourceReport(
-        id=known.get(source.sha256, sid),
+        id=sid,
         path=source.display_path,
-        status="already present" if source.sha256 in known else "added",
+        status="added",
         stats=stats,
+        entry=None,
         sha256=source.sha256,
         compression=source.compression,
         truncated=source.truncated,
         lines=source.lines,
     )
-    if report.status == "added":
-        for table in ("events", "rejects"):
-            dest = ds.partition_dir(root, table, sid)
-            dest.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / f"{table}.parquet", dest / "part-0.parquet")
+    for table in ("events", "rejects"):
+        dest = ds.partition_dir(root, table, sid)
+        dest.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / f"{table}.parquet", dest / "part-0.parquet")
     shutil.rmtree(tmp)
     return report
+
+
+def _already_present(source: TraceInput, entry: dict[str, Any]) -> SourceReport:
+    return SourceReport(
+        id=entry["id"],
+        path=source.display_path,
+        status="already present",
+        stats=None,
+        entry=entry,
+        sha256=entry["sha256"],
+        compression=entry.get("compression"),
+        truncated=entry.get("truncated", False),
+        lines=entry["lines"],
+    )
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _strict_failure(source: TraceInput, first_reject: tuple[int, str] | None, chunk: Chunk) -> None:
