@@ -113,6 +113,158 @@ def ingest(
     emit([r.summary_row() for r in reports], summary_format, title=f"ingested into {output}")
 
 
+Policies = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--policy",
+        "-p",
+        help="Policy to replay (repeatable): legacy, vcpu_run, deferred. Default: all three.",
+    ),
+]
+RecordedPolicy = Annotated[
+    str | None,
+    typer.Option(
+        "--recorded-policy",
+        help="The recording kernel's policy, overriding detection: legacy, vcpu_run, deferred.",
+    ),
+]
+CpuProfile = Annotated[
+    str | None,
+    typer.Option(
+        "--cpu-profile",
+        help="xstate size when the trace has no x86_fpu events: sse, avx2, avx512, amx.",
+    ),
+]
+CostFile = Annotated[
+    Path | None,
+    typer.Option("--cost-model", help="TOML file with a [cost] table (see docs/replay.md)."),
+]
+Format = Annotated[OutputFormat, typer.Option("--format", help="Output as table, csv or json.")]
+
+
+def _cost_model(cpu_profile: str | None, cost_file: Path | None) -> Any:
+    from dataclasses import replace
+
+    from pipeline.cost import CostModel
+
+    try:
+        model = CostModel.from_toml(cost_file) if cost_file else CostModel.default()
+        return replace(model, cpu_profile=cpu_profile) if cpu_profile else model
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
+
+
+def _policies(policies: list[str] | None) -> list[str]:
+    from pipeline.detect import POLICY_NAMES
+
+    chosen = policies or list(POLICY_NAMES)
+    for p in chosen:
+        if p not in POLICY_NAMES:
+            fail(f"unknown --policy {p!r}; expected {', '.join(POLICY_NAMES)}")
+    return list(dict.fromkeys(chosen))
+
+
+def _replay_and_summarise(
+    dataset: Path,
+    policies: list[str] | None,
+    recorded_policy: str | None,
+    cpu_profile: str | None,
+    cost_file: Path | None,
+    fmt: OutputFormat,
+) -> None:
+    from pipeline.detect import POLICY_NAMES
+    from pipeline.orchestrate import policy_summary, replay_dataset
+
+    if recorded_policy is not None and recorded_policy not in POLICY_NAMES:
+        fail(f"unknown --recorded-policy {recorded_policy!r}; expected {', '.join(POLICY_NAMES)}")
+    chosen = _policies(policies)
+    model = _cost_model(cpu_profile, cost_file)
+    with input_errors():
+        replay_dataset(dataset, policies=chosen, cost_model=model, recorded_policy=recorded_policy)
+        rows = policy_summary(dataset)
+    emit(rows, fmt, title=f"FPU operations per policy ({dataset})")
+
+
+@app.command()
+def replay(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory (from `fpureplay ingest`).")],
+    policy: Policies = None,
+    recorded_policy: RecordedPolicy = None,
+    cpu_profile: CpuProfile = None,
+    cost_model: CostFile = None,
+    fmt: Format = OutputFormat.table,
+) -> None:
+    """Rebuild vCPU timelines, replay the policies, write runs and fpu_ops, print the summary.
+
+    The summary has, per source and policy: ops, saves, restores, redundant
+    ops, redundant %, cost in microseconds and ops per second of trace.
+    """
+    _replay_and_summarise(dataset, policy, recorded_policy, cpu_profile, cost_model, fmt)
+
+
+@app.command()
+def run(
+    traces: Annotated[
+        list[str], typer.Argument(help="Trace files ('-' for stdin; .gz, .zst, .dat).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Dataset directory.")],
+    input_format: Annotated[
+        str,
+        typer.Option("--input-format", help="Input format: auto, tracefs, trace-cmd, perf-script."),
+    ] = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing dataset instead of adding to it.")
+    ] = False,
+    policy: Policies = None,
+    recorded_policy: RecordedPolicy = None,
+    cpu_profile: CpuProfile = None,
+    cost_model: CostFile = None,
+    fmt: Format = OutputFormat.table,
+) -> None:
+    """Ingest traces and replay them in one step (ingest, then replay)."""
+    from ingest.load import ingest_traces
+
+    _check_format(input_format)
+    with input_errors(), _progress_bar() as progress:
+        ingest_traces(traces, output, fmt=input_format, force=force, progress=progress)
+    _replay_and_summarise(output, policy, recorded_policy, cpu_profile, cost_model, fmt)
+
+
+@app.command()
+def validate(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    recorded_policy: RecordedPolicy = None,
+    fmt: Format = OutputFormat.table,
+) -> None:
+    """Check the replay of the recording kernel's policy against what that kernel logged.
+
+    Per vCPU thread: kvm_fpu loads and unloads (must match exactly; exit 1
+    otherwise), context-switch saves against x86_fpu_regs_deactivated, and
+    deferred restores against x86_fpu_regs_activated, with the known causes
+    of any difference named.
+    """
+    from ingest.dataset import read_manifest
+    from pipeline.orchestrate import read_events
+    from pipeline.validate import validate as check
+
+    ok = True
+    rows: list[dict[str, Any]] = []
+    with input_errors():
+        manifest = read_manifest(dataset)
+        for source in manifest["sources"]:
+            result = check(
+                read_events(dataset, source["id"]),
+                recorded_policy=recorded_policy,
+                kernel=source.get("kernel"),
+            )
+            ok &= result.ok
+            for row in result.table.to_dicts():
+                rows.append({"source": source["id"], "policy": result.policy, **row})
+    emit(rows, fmt, title=f"validation against the recording kernel's own events ({dataset})")
+    if not ok:
+        fail("kvm_fpu loads/unloads predicted by the replay differ from the trace", code=1)
+
+
 @app.command()
 def demo(
     output: Annotated[
