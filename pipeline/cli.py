@@ -282,6 +282,17 @@ def demo(
     emit([r.summary_row() for r in reports], title=f"ingested {DEMO_TRACE.name} into {dataset}")
 
 
+def _register() -> None:
+    # Commands that live with their area; each module keeps heavy imports
+    # inside the command so that `--help` stays fast.
+    from ingest.record_cli import record
+
+    app.command("record")(record)
+
+
+_register()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
