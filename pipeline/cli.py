@@ -286,7 +286,9 @@ def _register() -> None:
     # Commands that live with their area; each module keeps heavy imports
     # inside the command so that `--help` stays fast.
     from ingest.record_cli import record
+    from queries.cli import query
 
+    app.command("query")(query)
     app.command("record")(record)
 
 

@@ -1,0 +1,304 @@
+"""The views shipped SQL reads, bound to one dataset's Parquet and manifest.
+
+Shipped SQL names views only (``events``, ``rejects``, ``runs``,
+``fpu_ops``, ``sources``), never files, so the same text can run on another
+engine that registers the same views.  Each view has a declared column list
+(name, type, and whether a dataset must have it):
+
+* a declared column the files lack is an error when it is *required* (the
+  view is then not registered and a query that needs it says why), and NULL
+  of the declared type when it is *optional* (written by later replays);
+* a column whose file type differs from the declared one is cast, so every
+  query sees the same types whatever wrote the files;
+* columns the files have beyond the declared ones are passed through after
+  them, for ad-hoc ``--sql``; shipped SQL never relies on them.
+
+The ``sources`` view is the manifest's ``sources[]``, one row per source.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+@dataclass(frozen=True)
+class Col:
+    """A declared column of a view."""
+
+    name: str
+    type: str  # DuckDB type name as DESCRIBE prints it
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A Parquet-backed view: where its files are and its declared columns."""
+
+    name: str
+    partitions: tuple[str, ...]  # hive keys from the outermost directory in
+    columns: tuple[Col, ...]
+    made_by: str  # the command that writes it, {root} standing for the dataset
+
+    @property
+    def pattern(self) -> str:
+        """Glob of the table's files below the dataset root."""
+        return "/".join([self.name, *(f"{key}=*" for key in self.partitions), "*.parquet"])
+
+
+def _events_columns() -> tuple[Col, ...]:
+    # ingest/schema.py is the source of truth for the events columns; the
+    # ones architecture.md fixes are required, the rest may be absent from
+    # datasets written by an older ingest.
+    from ingest.schema import EVENT_COLUMNS
+
+    fixed = {
+        "line_no", "ts_ns", "cpu", "pid", "comm", "event", "args", "fpu_load", "prev_comm",
+        "prev_pid", "prev_state", "next_comm", "next_pid", "exit_reason", "vcpu_id",
+    }  # fmt: skip
+    return tuple(
+        Col(name, _duck_type(dtype), name in fixed) for name, dtype in EVENT_COLUMNS.items()
+    )
+
+
+def _duck_type(dtype: Any) -> str:
+    import polars as pl
+
+    types = {
+        pl.Int32: "INTEGER",
+        pl.Int64: "BIGINT",
+        pl.UInt64: "UBIGINT",
+        pl.String: "VARCHAR",
+        pl.Boolean: "BOOLEAN",
+        pl.Binary: "BLOB",
+        pl.Float64: "DOUBLE",
+    }
+    return types[dtype.base_type()]
+
+
+def _specs() -> dict[str, TableSpec]:
+    opt = False
+    return {
+        "events": TableSpec(
+            "events", ("source",), _events_columns(), "fpureplay ingest TRACE... -o {root}"
+        ),
+        "rejects": TableSpec(
+            "rejects",
+            ("source",),
+            (
+                Col("line_no", "BIGINT"),
+                Col("text", "VARCHAR"),
+                Col("raw", "BLOB", opt),
+                Col("reason", "VARCHAR"),
+            ),
+            "fpureplay ingest TRACE... -o {root}",
+        ),
+        "runs": TableSpec(
+            "runs",
+            ("source",),
+            (
+                Col("pid", "INTEGER"),
+                Col("run_idx", "INTEGER"),
+                Col("start_ns", "BIGINT"),
+                Col("end_ns", "BIGINT"),
+                Col("exit_reason", "VARCHAR"),
+                Col("preemptions", "INTEGER"),
+                Col("blocks", "INTEGER"),
+                Col("migrations", "INTEGER"),
+                Col("complete", "BOOLEAN"),
+                # Written by the replay beside the fixed columns.
+                Col("exit_code", "BIGINT", opt),
+                Col("comm", "VARCHAR", opt),
+                Col("cpu_start", "INTEGER", opt),
+                Col("other_sched_outs", "INTEGER", opt),
+                Col("inferred_switch_ins", "INTEGER", opt),
+                Col("cut_by_trace_start", "BOOLEAN", opt),
+                Col("cut_by_trace_end", "BOOLEAN", opt),
+                Col("cut_by_lost_events", "BOOLEAN", opt),
+            ),
+            "fpureplay replay {root}",
+        ),
+        "fpu_ops": TableSpec(
+            "fpu_ops",
+            ("policy", "source"),
+            (
+                Col("pid", "INTEGER"),
+                Col("cpu", "INTEGER"),
+                Col("ts_ns", "BIGINT"),
+                Col("op", "VARCHAR"),
+                Col("context", "VARCHAR"),
+                Col("trigger", "VARCHAR"),
+                Col("redundant", "BOOLEAN"),
+                Col("reason", "VARCHAR"),
+                Col("bytes", "INTEGER"),
+                Col("cost_ns", "DOUBLE"),
+                Col("run_idx", "INTEGER", opt),
+                Col("line_no", "BIGINT", opt),
+                Col("site", "VARCHAR", opt),  # the reference's site tag: KVM-put, CS-out, ...
+            ),
+            "fpureplay replay {root}",
+        ),
+    }
+
+
+#: Declared columns of the manifest-backed ``sources`` view (``id`` is
+#: renamed ``source`` so it joins like every other view).  Keys a source
+#: entry lacks are NULL; keys it has beyond these are passed through.
+SOURCE_COLUMNS: tuple[Col, ...] = (
+    Col("source", "VARCHAR"),
+    Col("path", "VARCHAR"),
+    Col("sha256", "VARCHAR"),
+    Col("format", "VARCHAR"),
+    Col("compression", "VARCHAR"),
+    Col("kernel", "VARCHAR"),
+    Col("lines", "BIGINT"),
+    Col("events", "BIGINT"),
+    Col("rejects", "BIGINT"),
+    Col("meta_lines", "BIGINT"),
+    Col("lost_markers", "BIGINT"),
+    Col("lost_events", "BIGINT"),
+    Col("buffer_started_markers", "BIGINT"),
+    Col("truncated", "BOOLEAN"),
+    Col("invalid_utf8_lines", "BIGINT"),
+    Col("ts_backwards", "BIGINT"),
+    Col("first_ts_ns", "BIGINT"),
+    Col("last_ts_ns", "BIGINT"),
+    Col("cpus", "INTEGER[]"),
+    Col("vcpu_threads", "INTEGER[]"),
+    Col("recorded_policy", "VARCHAR"),
+    Col("recorded_policy_evidence", "VARCHAR[]"),
+    # Added by the replay (read from the entry, or from a `replay` dict in it).
+    Col("inferred_switch_ins", "BIGINT", False),
+)
+
+
+@dataclass
+class Binding:
+    """What :func:`register` found: the views made, and why others are missing."""
+
+    root: Path
+    manifest: dict[str, Any]
+    views: dict[str, list[str]] = field(default_factory=dict)  # view -> its columns
+    #: view -> why it is not there, worded to follow the dataset path
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+def specs() -> dict[str, TableSpec]:
+    """The Parquet-backed views, by name."""
+    return _specs()
+
+
+def register(con: duckdb.DuckDBPyConnection, root: Path, manifest: dict[str, Any]) -> Binding:
+    """Create the dataset's views on ``con``; tables it does not have are left out."""
+    binding = Binding(Path(root), manifest)
+    for spec in _specs().values():
+        files = sorted(str(p) for p in binding.root.glob(spec.pattern))
+        made_by = spec.made_by.format(root=binding.root)
+        if not files:
+            binding.missing[spec.name] = f"has no {spec.name} table yet (`{made_by}` writes it)"
+            continue
+        scan = _scan(spec, files)
+        found = dict(
+            (row[0], row[1]) for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()
+        )
+        lacking = [c.name for c in spec.columns if c.required and c.name not in found]
+        if lacking:
+            binding.missing[spec.name] = (
+                f"has a {spec.name} table without the column(s) {', '.join(lacking)}"
+                f" (written by an older fpureplay? run `{made_by}` again)"
+            )
+            continue
+        select = _select_list(spec.partitions, spec.columns, found)
+        con.execute(f"CREATE VIEW {spec.name} AS SELECT {', '.join(select)} FROM {scan}")
+        binding.views[spec.name] = [_alias(s) for s in select]
+    _register_sources(con, binding)
+    return binding
+
+
+def _scan(spec: TableSpec, files: list[str]) -> str:
+    # An explicit file list, not a glob: a dataset path may contain glob
+    # characters.  Partition keys are typed VARCHAR so that an id that looks
+    # like a number stays text.
+    listed = ", ".join(_literal(f) for f in files)
+    hive = ", ".join(f"'{key}': 'VARCHAR'" for key in spec.partitions)
+    return (
+        f"read_parquet([{listed}], hive_partitioning = true, union_by_name = true,"
+        f" hive_types = {{{hive}}})"
+    )
+
+
+def _select_list(partitions: tuple[str, ...], columns: tuple[Col, ...], found: dict[str, str]):
+    select = [f'"{key}"' for key in reversed(partitions)]  # source first, then policy
+    for col in columns:
+        if col.name not in found:
+            select.append(f'CAST(NULL AS {col.type}) AS "{col.name}"')
+        elif found[col.name] != col.type:
+            select.append(f'CAST("{col.name}" AS {col.type}) AS "{col.name}"')
+        else:
+            select.append(f'"{col.name}"')
+    declared = {c.name for c in columns} | set(partitions)
+    select += [f'"{name}"' for name in found if name not in declared]
+    return select
+
+
+def _alias(item: str) -> str:
+    return item.rsplit(" AS ", 1)[-1].strip('"')
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _register_sources(con: duckdb.DuckDBPyConnection, binding: Binding) -> None:
+    import pyarrow as pa
+
+    entries = [dict(s) for s in binding.manifest.get("sources", [])]
+    for entry in entries:
+        entry["source"] = entry.pop("id", None)
+        nested = entry.get("replay")
+        if isinstance(nested, dict):
+            # Per-source replay facts may be kept in a sub-dict; the declared
+            # columns are looked up there too.
+            for col in SOURCE_COLUMNS:
+                if col.name not in entry and col.name in nested:
+                    entry[col.name] = nested[col.name]
+    declared = [c.name for c in SOURCE_COLUMNS]
+    extra: list[str] = []
+    for entry in entries:
+        extra += [k for k in entry if k not in declared and k not in extra]
+    arrays: dict[str, pa.Array] = {}
+    for col in SOURCE_COLUMNS:
+        arrays[col.name] = pa.array([e.get(col.name) for e in entries], _arrow_type(col.type))
+    for key in extra:
+        values = [e.get(key) for e in entries]
+        # Nested values (event_counts, replay details) become JSON text: a
+        # struct whose fields differ per source would not make one column.
+        if any(isinstance(v, dict | list) for v in values):
+            values = [None if v is None else json.dumps(v, sort_keys=True) for v in values]
+        try:
+            arrays[key] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arrays[key] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    con.register("_manifest_sources", pa.table(arrays))
+    names = ", ".join(f'"{n}"' for n in arrays)
+    con.execute(f"CREATE VIEW sources AS SELECT {names} FROM _manifest_sources")
+    binding.views["sources"] = list(arrays)
+
+
+def _arrow_type(duck: str) -> Any:
+    import pyarrow as pa
+
+    scalar = {
+        "VARCHAR": pa.string(),
+        "BIGINT": pa.int64(),
+        "INTEGER": pa.int32(),
+        "BOOLEAN": pa.bool_(),
+    }
+    if duck.endswith("[]"):
+        return pa.list_(scalar[duck[:-2]])
+    return scalar[duck]
