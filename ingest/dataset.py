@@ -29,7 +29,7 @@ from ingest.errors import InputError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-TABLES = ("events", "rejects", "runs", "fpu_ops")
+TABLES = ("events", "rejects", "runs", "fpu_ops", "validation")
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3}
 
 

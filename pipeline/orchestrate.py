@@ -1,4 +1,4 @@
-"""Dataset-level replay: every source's events in, `runs` and `fpu_ops` out.
+"""Dataset-level replay: every source's events in, `runs`, `fpu_ops` and `validation` out.
 
 Each source is replayed on its own (memory bounded by the largest source).
 The new tables are written into a staged copy of the dataset and swapped in
@@ -19,6 +19,7 @@ from ingest.errors import InputError
 from pipeline.cost import CostModel
 from pipeline.detect import POLICY_NAMES
 from pipeline.replay import ReplayResult, replay
+from pipeline.validate import validate
 
 #: Manifest keys of a source's replay facts (the rest of `info` is global).
 _GLOBAL_INFO = ("policies", "cost_model")
@@ -42,14 +43,16 @@ def replay_dataset(
 ) -> dict[str, Any]:
     """Replay every source of ``dataset``; returns the new manifest.
 
-    Earlier `runs` and `fpu_ops` tables are replaced as a whole, so the
-    dataset never mixes replays made with different policies or costs.
+    Earlier `runs`, `fpu_ops` and `validation` tables are replaced as a
+    whole, so the dataset never mixes replays made with different policies
+    or costs.  `validation` compares the replay of the recording kernel's
+    policy with the kernel's own events (pipeline.validate), per vCPU thread.
     """
     dataset = Path(dataset)
     manifest = ds.read_manifest(dataset)
     model = cost_model or CostModel.default()
     with ds.staging(dataset, copy_existing=True) as stage:
-        for table in ("runs", "fpu_ops"):
+        for table in ("runs", "fpu_ops", "validation"):
             # Unlinking the staged hard links leaves the live files alone.
             _remove_tree(stage.path / table)
         rules: set[str] = set()
@@ -68,7 +71,15 @@ def replay_dataset(
             except ValueError as exc:
                 raise InputError(source["path"], str(exc)) from exc
             write_result(stage.path, source["id"], result)
+            check = validate(events, result, kernel=source.get("kernel"))
+            path = ds.partition_dir(stage.path, "validation", source["id"]) / "part-0.parquet"
+            ds.write_frame(path, check.table.with_columns(pl.lit(check.policy).alias("policy")))
             _record(source, result)
+            source["replay"]["validation"] = {
+                "policy": check.policy,
+                "ok": check.ok,
+                "notes": check.notes,
+            }
             rules.add(result.info["guest_run_rule"])
         stage.manifest["replay"] = {
             "policies": list(policies),
