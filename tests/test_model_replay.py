@@ -147,27 +147,9 @@ def test_deferred_replay_without_evidence_on_a_busy_host(case):
     assert mismatches(truth, result, "deferred") == []
 
 
-_DETECT_GAP = pytest.mark.xfail(
-    strict=True,
-    reason="pipeline.replay runs detect() on timeline.prepare()'s frame, which has dropped the "
-    "x86_fpu lines carrying 'initialized:' / 'load:', so only the end order (legacy) and 5-column "
-    "tracefs flags are left as evidence: vcpu_run and deferred come out 'undetermined'",
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, id=_id(c)) for c in CASES if c[0] == "mixed" and not c[1]]
 )
-
-
-def _detect_case(case):
-    from pipeline.model.eras import parse_era
-
-    _, _, policy, era, fmt = case
-    gap = policy == "vcpu_run" or (
-        policy == "deferred" and (fmt != "tracefs" or parse_era(era).flag_columns < 5)
-    )
-    return pytest.param(case, marks=_DETECT_GAP, id=_id(case)) if gap else pytest.param(
-        case, id=_id(case)
-    )
-
-
-@pytest.mark.parametrize("case", [_detect_case(c) for c in CASES if c[0] == "mixed" and not c[1]])
 def test_the_recorded_policy_is_detected(case):
     _, _, policy, _, _ = case
     _, result = replayed(*case)

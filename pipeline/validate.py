@@ -1,0 +1,204 @@
+"""Compare the replay of the recording kernel's policy with what that kernel logged.
+
+Per vCPU thread (architecture.md, ``fpureplay validate``):
+
+* ``kvm_fpu_load`` / ``kvm_fpu_unload``: the loads and puts the policy
+  performs against the trace's ``kvm_fpu`` lines; these must match exactly;
+* ``cs_saves``: for each logged sched_switch of the thread, whether the
+  policy saves at that context switch against whether the kernel logged an
+  ``x86_fpu_regs_deactivated`` right after it (and ``cs_saves_in_kvm_run``,
+  the same for sched-outs inside KVM_RUN, where the policy alone decides);
+* ``deferred_restores`` (deferred only, >= 5.2 traces): the policy's
+  deferred restores against the thread's ``x86_fpu_regs_activated`` lines
+  not adjacent to a kvm_fpu.
+
+Known causes of difference are named in each row: switches the trace did not
+log (inferred), ``kernel_fpu_begin()`` users that invalidate registers with
+no tracepoint (reference §8.1), and vCPUs that wake and sleep again without
+entering the guest (the synthesised-entry rule assumes they enter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from pipeline import prepare, timeline
+from pipeline.codes import E_DEACT, E_FPU
+from pipeline.replay import ReplayResult, replay
+
+COLUMNS = (
+    "pid", "comm", "check", "predicted", "observed", "difference", "agreement_pct", "causes",
+)  # fmt: skip
+
+
+@dataclass
+class Validation:
+    """The comparison table and its verdict."""
+
+    policy: str
+    table: pl.DataFrame
+    ok: bool  # every vCPU thread's kvm_fpu loads and unloads match
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """Totals per check, for reports and docs."""
+        out: dict[str, Any] = {"policy": self.policy, "ok": self.ok}
+        for check, grp in self.table.group_by("check", maintain_order=True):
+            pred, obs = int(grp["predicted"].sum()), int(grp["observed"].sum())
+            agree = grp["agreement_pct"].drop_nulls()
+            out[str(check[0])] = {
+                "predicted": pred,
+                "observed": obs,
+                "min_agreement_pct": float(agree.min()) if agree.len() else None,
+            }
+        return out
+
+
+def validate(
+    events: pl.DataFrame,
+    result: ReplayResult | None = None,
+    *,
+    recorded_policy: str | None = None,
+    kernel: str | None = None,
+) -> Validation:
+    """Validate the replay of ``events`` (one source) against its own kernel events."""
+    if result is None:
+        result = replay(events, recorded_policy=recorded_policy, kernel=kernel)
+    notes: list[str] = []
+    policy = result.detection.policy
+    if policy not in result.info["policies"]:
+        if policy == "undetermined":
+            notes.append("recorded policy undetermined: compared with deferred")
+            policy = "deferred"
+        if policy not in result.info["policies"]:
+            result = replay(events, policies=[policy], recorded_policy=policy, kernel=kernel)
+    tl = result.timeline
+    ops = result.fpu_ops.filter(pl.col("policy") == policy)
+    df = timeline.prepare(events)
+    rows: list[dict[str, Any]] = []
+    has_deact = bool((df["code"] == E_DEACT).any())
+    defer_acts = deferred_restore_lines(events)
+    has_new_act = defer_acts.height > 0
+    defer_by_pid = dict(defer_acts.group_by("pid").len().iter_rows())
+    sw = tl.switches
+    for t in tl.vcpu_tasks():
+        pid, comm = tl.task_pid[t], tl.task_comm[t]
+        own = ops.filter(pl.col("pid") == pid)
+        inferred = sw.filter(pl.col("inferred") & (pl.col("next_pid") == pid)).height
+        missing = f"{inferred} switch-ins inferred (sched_switch not logged)" if inferred else ""
+        fpu = df.filter((pl.col("code") == E_FPU) & (pl.col("pid") == pid))
+        loads = int(fpu["fpu_load"].sum())
+        restores = own.filter(pl.col("op") == "restore")
+        rows.append(
+            _row(pid, comm, "kvm_fpu_load", _count(restores, "guest", "KVM-load"), loads, "")
+        )
+        rows.append(
+            _row(pid, comm, "kvm_fpu_unload", _count(restores, "user", "KVM-put"),
+                 fpu.height - loads, "")
+        )  # fmt: skip
+        if has_deact:
+            rows.extend(_cs_rows(pid, comm, own, sw, missing))
+        if policy == "deferred" and has_new_act:
+            observed = defer_by_pid.get(pid, 0)
+            predicted = restores.filter(pl.col("site") == "DEFER").height
+            causes = [missing] if missing else []
+            if observed > predicted:
+                causes.append("kernel_fpu_begin() users invalidate registers unseen (ref §8.1)")
+            elif predicted > observed:
+                causes.append("vCPU woken and blocked again without a guest entry")
+            rows.append(
+                _row(pid, comm, "deferred_restores", predicted, observed, "; ".join(causes))
+            )
+    if not has_deact:
+        notes.append("no x86_fpu_regs_deactivated events: context-switch saves not checked")
+    table = pl.DataFrame(rows, schema=_SCHEMA) if rows else pl.DataFrame(schema=_SCHEMA)
+    kvm = table.filter(pl.col("check").str.starts_with("kvm_fpu"))
+    ok = bool((kvm["difference"] == 0).all())
+    return Validation(policy, table, ok, notes)
+
+
+def deferred_restore_lines(events: pl.DataFrame) -> pl.DataFrame:
+    """The >= 5.2 ``x86_fpu_regs_activated`` lines not printed by a KVM swap.
+
+    fpu_swap_kvm_fpstate() prints one right before each kvm_fpu line of the
+    same thread; every other one is a deferred restore (switch_fpu_return /
+    fpregs_restore_userregs) by the task that logs it (reference §5.4).
+    """
+    narrow = events.select("line_no", "ts_ns", "cpu", "pid", "event", "fpu_tif")
+    if not prepare.in_trace_order(narrow):
+        narrow = narrow.sort("ts_ns", "line_no", maintain_order=True)
+    wake = pl.col("event").str.starts_with("sched_wak")
+    nxt_event = prepare.next_skipping_wakeups("event", wake)
+    nxt_pid = prepare.next_skipping_wakeups("pid", wake)
+    swap = ((nxt_event == "kvm_fpu") & (nxt_pid == pl.col("pid"))).fill_null(False)
+    return narrow.sort("cpu", maintain_order=True).filter(
+        (pl.col("event") == "x86_fpu_regs_activated") & pl.col("fpu_tif").is_not_null() & ~swap
+    )
+
+
+def _count(ops: pl.DataFrame, context: str, site: str) -> int:
+    return ops.filter((pl.col("context") == context) & (pl.col("site") == site)).height
+
+
+def _cs_rows(
+    pid: int, comm: str | None, own: pl.DataFrame, sw: pl.DataFrame, missing: str
+) -> list[dict[str, Any]]:
+    """Per logged sched-out: predicted CS-out save vs the kernel's deactivated line."""
+    saves = set(own.filter(pl.col("site") == "CS-out")["line_no"].to_list())
+    outs = sw.filter((pl.col("prev_pid") == pid) & ~pl.col("inferred"))
+    rows = []
+    for check, sel in (("cs_saves", outs), ("cs_saves_in_kvm_run", outs.filter("prev_in_run"))):
+        lines = sel["line_no"].to_list()
+        observed = sel["saved_observed"].to_list()
+        predicted = [ln in saves for ln in lines]
+        agree = sum(p == o for p, o in zip(predicted, observed, strict=True))
+        causes = [missing] if missing else []
+        if sum(predicted) > sum(observed):
+            causes.append("vCPU switched out again before re-entering the guest")
+        rows.append(
+            _row(pid, comm, check, sum(predicted), sum(observed), "; ".join(causes),
+                 100.0 * agree / len(lines) if lines else None)
+        )  # fmt: skip
+    return rows
+
+
+def _row(
+    pid: int,
+    comm: str | None,
+    check: str,
+    predicted: int,
+    observed: int,
+    causes: str,
+    agreement: float | None = None,
+) -> dict[str, Any]:
+    if agreement is None and max(predicted, observed):
+        agreement = 100.0 * min(predicted, observed) / max(predicted, observed)
+    elif agreement is None:
+        agreement = 100.0
+    return {
+        "pid": pid,
+        "comm": comm,
+        "check": check,
+        "predicted": predicted,
+        "observed": observed,
+        "difference": predicted - observed,
+        "agreement_pct": round(agreement, 2),
+        "causes": causes or None,
+    }
+
+
+_SCHEMA = pl.Schema(
+    {
+        "pid": pl.Int32(),
+        "comm": pl.String(),
+        "check": pl.String(),
+        "predicted": pl.Int64(),
+        "observed": pl.Int64(),
+        "difference": pl.Int64(),
+        "agreement_pct": pl.Float64(),
+        "causes": pl.String(),
+    }
+)
