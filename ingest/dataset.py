@@ -29,7 +29,7 @@ from ingest.errors import InputError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-TABLES = ("events", "rejects", "runs", "fpu_ops", "validation")
+TABLES = ("events", "rejects", "runs", "fpu_ops", "validation", "audit")
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3}
 
 

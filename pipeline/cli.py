@@ -307,6 +307,7 @@ def _register() -> None:
     # Commands that live with their area; each module keeps heavy imports
     # inside the command so that `--help` stays fast.
     from ingest.record_cli import record
+    from pipeline.audit_cli import audit
     from pipeline.model.cli import simulate, sweep
     from queries.cli import query
 
@@ -314,6 +315,7 @@ def _register() -> None:
     app.command("sweep")(sweep)
     app.command("query")(query)
     app.command("record")(record)
+    app.command("audit")(audit)
 
 
 _register()

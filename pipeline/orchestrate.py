@@ -1,4 +1,4 @@
-"""Dataset-level replay: every source's events in, `runs`, `fpu_ops` and `validation` out.
+"""Dataset-level replay: events in; `runs`, `fpu_ops`, `validation` and `audit` out.
 
 Each source is replayed on its own (memory bounded by the largest source).
 The new tables are written into a staged copy of the dataset and swapped in
@@ -16,6 +16,7 @@ import polars as pl
 
 from ingest import dataset as ds
 from ingest.errors import InputError
+from pipeline.audit import audit, write_audit
 from pipeline.cost import CostModel
 from pipeline.detect import POLICY_NAMES
 from pipeline.replay import ReplayResult, replay
@@ -46,13 +47,15 @@ def replay_dataset(
     Earlier `runs`, `fpu_ops` and `validation` tables are replaced as a
     whole, so the dataset never mixes replays made with different policies
     or costs.  `validation` compares the replay of the recording kernel's
-    policy with the kernel's own events (pipeline.validate), per vCPU thread.
+    policy with the kernel's own events (pipeline.validate), per vCPU thread;
+    `audit` checks every FPU-state ioctl against the vCPU mutex rule
+    (pipeline.audit).
     """
     dataset = Path(dataset)
     manifest = ds.read_manifest(dataset)
     model = cost_model or CostModel.default()
     with ds.staging(dataset, copy_existing=True) as stage:
-        for table in ("runs", "fpu_ops", "validation"):
+        for table in ("runs", "fpu_ops", "validation", "audit"):
             # Unlinking the staged hard links leaves the live files alone.
             _remove_tree(stage.path / table)
         rules: set[str] = set()
@@ -75,6 +78,11 @@ def replay_dataset(
             path = ds.partition_dir(stage.path, "validation", source["id"]) / "part-0.parquet"
             ds.write_frame(path, check.table.with_columns(pl.lit(check.policy).alias("policy")))
             _record(source, result)
+            # The migration-safety audit reuses the replay's timeline, and
+            # staying in step with the replay keeps it from going stale.
+            audited = audit(events, result, policies=policies, kernel=source.get("kernel"))
+            write_audit(stage.path, source["id"], audited)
+            source["audit"] = audited.info
             source["replay"]["validation"] = {
                 "policy": check.policy,
                 "ok": check.ok,

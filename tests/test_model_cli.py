@@ -76,7 +76,7 @@ def test_show_params(invoke):
         (["-p", "bogus=1"], "error: unknown parameter 'bogus' (see `fpureplay simulate "
                             "--show-params`)\n"),
         (["--preset", "busy"], "error: unknown preset 'busy'; expected one of idle, io-heavy, "
-                               "overcommit, pingpong, mixed\n"),
+                               "overcommit, pingpong, mixed, migration\n"),
         (["--policy", "lazy"], "error: unknown --policy 'lazy'; expected legacy, vcpu_run, "
                                "deferred\n"),
         (["-f", "json"],

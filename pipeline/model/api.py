@@ -96,10 +96,15 @@ class Model:
         """The ground-truth document (architecture.md: ``TRACE.truth.json``)."""
         from pipeline.model.truth import truth_document
 
+        extra: dict[str, Any] = {"kernel_era": self.era.name, "trace_lines": len(self.lines)}
+        if self.values.get("migration_ms", 0) > 0:
+            from pipeline.model import migration
+
+            # what the migration audit must find in this trace (pipeline.audit)
+            extra["migration"] = migration.truth(self.schedule, self.policy)
         return truth_document(
             self.schedule, self.ops, seed=self.seed, preset=self.preset,
-            params=P.canonical(self.values), policy=self.policy,
-            extra={"kernel_era": self.era.name, "trace_lines": len(self.lines)},
+            params=P.canonical(self.values), policy=self.policy, extra=extra,
         )  # fmt: skip
 
     def text(self, fmt: str) -> bytes:

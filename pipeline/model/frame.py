@@ -27,6 +27,7 @@ from pipeline.model.lines import FLAGS5, LineTable
 from pipeline.model.schedule import (
     EVENT_NAMES,
     EXIT_NAMES,
+    IOCTL_NAMES,
     L_ACT,
     L_DEACT,
     L_FPU,
@@ -55,7 +56,6 @@ def events_frame(
     kind, a, b, c, task, cpu = lt.kind, lt.a, lt.b, lt.c, lt.task, lt.cpu
     pid_of = np.array([t.pid for t in tasks] + [0] * sched.n_cpus, dtype=np.int64)
     vcpu_of = np.array([t.vcpu_id for t in tasks], dtype=np.int64)
-    fd_of = 12 + np.maximum(vcpu_of, 0)
     comm_sw = pl.Series([t.comm for t in tasks] + [f"swapper/{k}" for k in range(sched.n_cpus)])
     comm_task = pl.Series(["<idle>" if t.pid == 0 else t.comm for t in tasks])
     header_lines = tracefs_header(era, n, sched.n_cpus).count("\n")
@@ -94,7 +94,7 @@ def events_frame(
             "_uexit": pl.Series(list(UEXIT_REASON)).gather(idx(np.where(kind == R_UEXIT, a, 0))),
             "_ucode": np.array(UEXIT_CODE, dtype=np.int64)[np.where(kind == R_UEXIT, a, 0)],
             "_vcpu": vcpu_of[task],
-            "_fd": fd_of[task],
+            "_cmd": pl.Series(list(IOCTL_NAMES)).gather(idx(np.where(kind == R_RUN_IN, b, 0))),
             "_rip": rip,
             "_guest": guest_line,
         }
@@ -132,8 +132,8 @@ def events_frame(
         "xfeatures": pl.when(fpu_line).then(pl.lit(xf, dtype=pl.UInt64)),
         "xcomp_bv": pl.when(fpu_line).then(pl.lit(0, dtype=pl.UInt64)),
         "xstate_bytes": pl.when(fpu_line).then(pl.lit(xstate_bytes(xf, 0))),
-        "ioctl_fd": pl.when(k == R_RUN_IN).then(pl.col("_fd")),
-        "ioctl_cmd": pl.when(k == R_RUN_IN).then(pl.lit("KVM_RUN")),
+        "ioctl_fd": pl.when(k == R_RUN_IN).then(pl.col("_a")),
+        "ioctl_cmd": pl.when(k == R_RUN_IN).then(pl.col("_cmd")),
         "ioctl_ret": pl.when(k == R_RUN_OUT).then(pl.col("_a")),
         "lost_count": pl.lit(None, dtype=pl.Int64),
     }

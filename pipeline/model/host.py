@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from pipeline.model.schedule import ROLE_VMM_MAIN, S_I, S_S
+from pipeline.model.schedule import ROLE_MIGRATION, ROLE_VMM_MAIN, S_I, S_S
 from pipeline.model.scheduler import A_HOST_END, A_IO_END, A_KW_END, C_KWORKER, SLEEPING, W_HOST
 
 
@@ -25,6 +25,9 @@ class HostMixin:
     def host_wake(self, tid: int, wgen: int, t: int) -> None:
         """A host process or VMM main thread's sleep is over (its timer fires where it slept)."""
         task = self.tasks[tid]
+        if task.role == ROLE_MIGRATION:
+            self.migration_wake(task, wgen, t)
+            return
         if wgen != task.wgen or task.state != SLEEPING:
             return
         mean = self.main_busy_ns if task.role == ROLE_VMM_MAIN else self.host_busy_ns
@@ -72,7 +75,10 @@ class HostMixin:
     def host_action(self, action: int, task, t: int) -> None:
         """Run a scheduled action of a non-vCPU task."""
         if action == A_HOST_END:
-            self.host_end(task, t)
+            if task.role == ROLE_MIGRATION:
+                self.migration_step(task, t)
+            else:
+                self.host_end(task, t)
         elif action == A_KW_END:
             self.kworker_end(task, t)
         elif action == A_IO_END:

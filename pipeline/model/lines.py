@@ -35,6 +35,7 @@ from pipeline.model.schedule import (
     L_ACT,
     L_DEACT,
     L_FPU,
+    R_ANCHOR,
     R_ENTRY,
     R_EXIT,
     R_RUN_IN,
@@ -66,7 +67,8 @@ class LineTable:
     ``task`` is the task whose pid the line is printed with; per kind ``a``,
     ``b``, ``c`` hold: sched_switch prev, next, prev_state code; sched_wakeup
     woken task, target CPU; kvm_exit reason; kvm_userspace_exit code;
-    sys_enter_ioctl fd; sys_exit_ioctl return; kvm_fpu 1 load / 0 unload;
+    sys_enter_ioctl fd and command (schedule.CMD_*); sys_exit_ioctl return;
+    kvm_fpu 1 load / 0 unload;
     x86_fpu_* the task whose state it is, the flag printed (TIF or
     initialized), the context (0 user, 1 guest).
     """
@@ -163,13 +165,14 @@ def build(
 ) -> LineTable:
     """All lines of the trace ``policy`` logs on ``sched`` in ``era``, in file order."""
     n = sched.n_records
-    keep_kind = np.ones(L_DEACT + 1, dtype=bool)
+    keep_kind = np.ones(R_ANCHOR + 1, dtype=bool)
+    keep_kind[R_ANCHOR] = False  # anchors FPU lines; no line of its own
     keep_kind[[R_ENTRY, R_EXIT]] = entry_events
     keep_kind[[R_RUN_IN, R_RUN_OUT]] = ioctl_events
     keep_kind[R_WAKE] = wakeup_events
     keep_kind[[L_ACT, L_DEACT]] = fpu_events
 
-    style_of = np.zeros(L_DEACT + 1, dtype=np.int64)
+    style_of = np.zeros(R_ANCHOR + 1, dtype=np.int64)
     for k, s in _RECORD_STYLE.items():
         style_of[k] = s
     groups = [

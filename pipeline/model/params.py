@@ -43,6 +43,7 @@ _H = "host"
 _S = "scheduler"
 _M = "VMM (QEMU)"
 _G = "vCPU and guest"
+_K = "kernel (negative control)"
 _T = "trace content"
 
 PARAMS: tuple[Param, ...] = (
@@ -88,6 +89,12 @@ PARAMS: tuple[Param, ...] = (
           "VMM handling after a kick (KVM_RUN returned restart (4))"),
     Param("signal_hz", 2.0, "float", "1/s", "poisson", _M,
           "kicks (signals) per vCPU per second of guest time: KVM_RUN returns restart (4)"),
+    Param("migration_ms", 0.0, "float", "ms", "fixed", _M,
+          "live migration: every this often each VM's `live_migration` thread calls "
+          "KVM_GET_XSAVE on each of its vCPUs in turn, waiting for the vCPU mutex while the "
+          "vCPU is inside KVM_RUN (0: no migration thread)"),
+    Param("xsave_us", 4.0, "float", "us", "lat", _M,
+          "time one KVM_GET_XSAVE holds the vCPU mutex (the copy of the guest FPU state)"),
     # --- vCPU / guest --------------------------------------------------------
     Param("guest_busy_us", 400.0, "float", "us", "exp", _G,
           "guest work after a wakeup before it halts (inf: never halts, CPU bound; "
@@ -122,6 +129,11 @@ PARAMS: tuple[Param, ...] = (
     Param("uexit_us", 2.0, "float", "us", "lat", _G,
           "exit to userspace: kvm_exit to kvm_userspace_exit"),
     Param("hlt_us", 1.0, "float", "us", "lat", _G, "HLT exit to the block (sched_switch S)"),
+    # --- kernel ----------------------------------------------------------------
+    Param("fpu_ioctl_ignores_mutex", 0, "int", "", "flag", _K,
+          "1: a deliberately broken kernel whose KVM_GET_XSAVE does not take the vCPU mutex, so "
+          "the migration thread copies the guest FPU buffer even while the vCPU is inside "
+          "KVM_RUN (the audit's negative control)", 0, 1),
     # --- trace content -------------------------------------------------------
     Param("xstate", "avx512", "choice", "", "choice", _T,
           "xstate size the x86_fpu lines print (xfeatures): sse 576, avx2 832, avx512 2688, "
@@ -171,6 +183,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "mmio_hz": 500.0, "notify_hz": 500.0, "ipi_hz": 300.0, "signal_hz": 5.0,
         "halt_poll_us": 20.0,
     },
+    "migration": {
+        "cpus": 4, "vms": 2, "vcpus_per_vm": 4, "host_tasks": 1, "host_busy_us": 2000.0,
+        "host_sleep_us": 3000.0, "guest_busy_us": 3000.0, "timer_hz": 250.0, "exit_hz": 2000.0,
+        "io_hz": 5000.0, "mmio_hz": 1000.0, "notify_hz": 200.0, "ipi_hz": 100.0,
+        "signal_hz": 2.0, "migration_ms": 1.0, "xsave_us": 4.0,
+    },
 }  # fmt: skip
 
 PRESET_HELP: dict[str, str] = {
@@ -179,6 +197,8 @@ PRESET_HELP: dict[str, str] = {
     "overcommit": "3 CPU-bound vCPUs per pCPU: vCPUs are preempted inside KVM_RUN",
     "pingpong": "two vCPUs on two CPUs passing an IPI, ~20 us round trip (the 2017 test)",
     "mixed": "12 vCPUs on 8 CPUs with some of everything (the default)",
+    "migration": "2 VMs of 4 busy vCPUs on 4 CPUs, each VM live-migrated: KVM_GET_XSAVE of "
+    "every vCPU every millisecond from a migration thread (the audit's workload)",
 }
 
 DEFAULT_PRESET = "mixed"

@@ -23,7 +23,7 @@ import numpy as np
 # --- record kinds (also the line kinds of the output) ------------------------
 R_SWITCH = 0  # a: prev task, b: next task, c: prev_state code
 R_WAKE = 1  # a: woken task, b: target CPU
-R_RUN_IN = 2  # sys_enter_ioctl KVM_RUN; a: fd
+R_RUN_IN = 2  # sys_enter_ioctl; a: fd, b: command (CMD_*)
 R_ENTRY = 3  # kvm_entry
 R_EXIT = 4  # kvm_exit; a: exit reason code
 R_UEXIT = 5  # kvm_userspace_exit; a: userspace exit code
@@ -32,6 +32,9 @@ L_FPU = 7  # kvm_fpu; a: 1 load / 0 unload
 L_ACT = 8  # x86_fpu_regs_activated; a: context (0 user, 1 guest), b: TIF printed, c: flags style
 L_DEACT = 9  # x86_fpu_regs_deactivated; a, b, c as L_ACT
 N_KINDS = 10
+#: Never printed: anchors the FPU lines of a step no printed record carries (a vCPU
+#: that waited for its mutex inside KVM_RUN loads the guest FPU when it runs again).
+R_ANCHOR = 10
 
 EVENT_NAMES = (
     "sched_switch", "sched_wakeup", "sys_enter_ioctl", "kvm_entry", "kvm_exit",
@@ -72,8 +75,17 @@ UEXIT_TEXT = ("reason KVM_EXIT_IO (2)", "reason KVM_EXIT_MMIO (6)", "reason rest
 UEXIT_REASON = ("KVM_EXIT_IO", "KVM_EXIT_MMIO", "restart")
 UEXIT_CODE = (2, 6, 4)
 
+# --- ioctl commands (R_RUN_IN's b) -------------------------------------------------
+CMD_RUN, CMD_GET_XSAVE = range(2)
+IOCTL_NAMES = ("KVM_RUN", "KVM_GET_XSAVE")
+IOCTL_HEX = (0xAE80, 0x9000AEA4)
+#: The argument printed: KVM_RUN takes none, KVM_GET_XSAVE a user buffer (plausible address).
+IOCTL_ARG = (0, 0x7F3494004000)
+
 # --- task roles ----------------------------------------------------------------------
-ROLE_IDLE, ROLE_KWORKER, ROLE_HOST, ROLE_VMM_MAIN, ROLE_IOTHREAD, ROLE_VCPU = range(6)
+ROLE_IDLE, ROLE_KWORKER, ROLE_HOST, ROLE_VMM_MAIN, ROLE_IOTHREAD, ROLE_VCPU, ROLE_MIGRATION = (
+    range(7)
+)
 
 
 @dataclass
@@ -117,6 +129,12 @@ class Schedule:
     stats: dict[int, dict[str, int]]  # per vCPU task: runs, preemptions, blocks, ...
     seed: int = 0  # the expansion (in-kernel exits, rips) draws from a generator of this seed
     host_stats: dict[str, Any] = field(default_factory=dict)
+    #: KVM_GET_XSAVE calls of the migration threads: (thread, vCPU, enter record,
+    #: exit record (-1: still in progress), waited for the vCPU mutex)
+    xsave_calls: list[tuple[int, int, int, int, bool]] = field(default_factory=list)
+    #: per vCPU task, its KVM_RUN calls: (record of the guest FPU load point, record
+    #: of its first guest entry (-1: none), record of kvm_userspace_exit (-1: none))
+    vcpu_runs: dict[int, list[list[int]]] = field(default_factory=dict)
 
     @property
     def n_records(self) -> int:

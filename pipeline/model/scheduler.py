@@ -30,8 +30,10 @@ from pipeline.model.schedule import (
     ROLE_HOST,
     ROLE_IOTHREAD,
     ROLE_KWORKER,
+    ROLE_MIGRATION,
     ROLE_VCPU,
     ROLE_VMM_MAIN,
+    S_D,
     S_KVM,
     S_R,
     S_RPLUS,
@@ -39,6 +41,7 @@ from pipeline.model.schedule import (
 )
 
 IDLE = 0  # task id of the idle task (pid 0, on every CPU)
+_IN_IOCTL = -2  # pipeline.steps.IN_IOCTL: a switch-in that cannot return to userspace
 
 #: The replay's sched-out state code (pipeline.codes S_*) of each prev_state code here.
 STEP_STATE = (CS.S_PREEMPT, CS.S_PREEMPT, CS.S_BLOCK, CS.S_BLOCK, CS.S_OTHER, CS.S_PREEMPT)
@@ -134,17 +137,20 @@ class SchedulerMixin:
                 prev.state = RUNNING
                 self._resume(prev, cpu, t)
             return
-        if prev.role == ROLE_VCPU and prev.in_run:
+        if prev.role == ROLE_VCPU and (prev.in_run or prev.in_ioctl):
             st = self.stats[prev.id]
             if state in (S_KVM, S_R, S_RPLUS):
                 st["preemptions"] += 1
-            elif state == S_S:
+            elif state in (S_S, S_D):  # a halt, or (migration) a wait for the vCPU mutex
                 st["blocks"] += 1
         rec = self._rec(t, cpu, prev.id, R_SWITCH, prev.id, nxt.id, state)
         if prev.role >= ROLE_HOST or nxt.role >= ROLE_HOST:
             # A switch between idle and kernel threads changes no FPU state: the
             # policies skip it, so it is not replayed (the trace shows it).
-            self.steps.append((ST_SWITCH, t, rec, cpu, prev.id, nxt.id, -1, STEP_STATE[state]))
+            # -1: a task switched in outside KVM_RUN returns to userspace; a vCPU woken
+            # inside the ioctl before its KVM_RUN load (the mutex wait) does not.
+            sid = _IN_IOCTL if nxt.in_ioctl else -1
+            self.steps.append((ST_SWITCH, t, rec, cpu, prev.id, nxt.id, sid, STEP_STATE[state]))
         self._switch_in(nxt, cpu, t)
 
     def _pick(self, cpu: int):
@@ -189,6 +195,8 @@ class SchedulerMixin:
         elif role == ROLE_IOTHREAD:
             task.end_at = t + task.remaining
             self._at(task, task.end_at, A_IO_END)
+        elif role == ROLE_MIGRATION:
+            self.migration_resume(task, cpu, t)
         else:  # host process, VMM main thread
             task.end_at = t + task.remaining
             self._at(task, task.end_at, A_HOST_END)

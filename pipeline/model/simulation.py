@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.model.distributions import Draws, generators
 from pipeline.model.host import HostMixin
+from pipeline.model.migration import MigrationMixin
 from pipeline.model.params import namespace
 from pipeline.model.schedule import (
     R_ENTRY,
@@ -31,6 +32,7 @@ from pipeline.model.schedule import (
     ROLE_IDLE,
     ROLE_IOTHREAD,
     ROLE_KWORKER,
+    ROLE_MIGRATION,
     ROLE_VCPU,
     ROLE_VMM_MAIN,
     U_IO,
@@ -85,10 +87,11 @@ class Task:
     """Mutable per-thread simulation state (static facts live in TaskInfo)."""
 
     __slots__ = (
-        "busy_left", "cpu", "end_at", "end_reason", "entry_step", "fd", "g_reason", "gen",
-        "halt_next", "id", "in_run", "mean_gap_ns", "partner", "pending_irq", "phase", "pinned",
-        "queue", "rate_total", "rates_cum", "remaining", "role", "seg_start", "state", "tick_ns",
-        "tick_phase", "uexit", "vcpu_id", "vm", "wgen",
+        "busy_left", "call", "cpu", "end_at", "end_reason", "entry_step", "fd", "g_reason", "gen",
+        "halt_next", "id", "in_ioctl", "in_run", "mean_gap_ns", "mig_k", "mig_phase", "mutex",
+        "partner", "pending_irq", "phase", "pinned", "queue", "rate_total", "rates_cum",
+        "remaining", "role", "run_rec", "seg_start", "state", "tick_ns", "tick_phase", "uexit",
+        "vcpu_id", "vm", "waiters", "wgen",
     )  # fmt: skip
 
     def __init__(self, tid: int, role: int, cpu: int, pinned: int = -1) -> None:
@@ -121,9 +124,18 @@ class Task:
         self.mean_gap_ns = 0.0
         self.rates_cum: tuple[tuple[int, float], ...] = ()
         self.queue: deque[int] = deque()
+        # live migration (pipeline.model.migration): the vCPU mutex and its waiters,
+        # a migration thread's sweep position and phase
+        self.in_ioctl = False  # in a vCPU ioctl but not (yet) in KVM_RUN proper
+        self.mutex = -1  # task holding this vCPU's mutex (-1: free)
+        self.waiters: deque[int] = deque()
+        self.mig_k = 0
+        self.mig_phase = 0
+        self.call = -1
+        self.run_rec: list[int] | None = None  # this KVM_RUN's [load, first entry, exit] records
 
 
-class Simulation(SchedulerMixin, VcpuMixin, HostMixin):
+class Simulation(SchedulerMixin, VcpuMixin, HostMixin, MigrationMixin):
     """One host, built from the parameters and run by :meth:`run`."""
 
     def __init__(self, values: Mapping[str, Any], seed: int) -> None:
@@ -152,6 +164,11 @@ class Simulation(SchedulerMixin, VcpuMixin, HostMixin):
         self.busy_ns = INF if math.isinf(p.guest_busy_us) else p.guest_busy_us * us
         self.pingpong_on = bool(p.pingpong)
         self.spurious_hz = p.spurious_hz
+        self.xsave_ns = p.xsave_us * us
+        self.ignores_mutex = bool(p.fpu_ioctl_ignores_mutex)
+        self.track_runs = p.migration_ms > 0  # KVM_RUN records for the migration truth
+        self.xsave_calls: list[tuple[int, int, int, int, bool]] = []
+        self.vcpu_runs: dict[int, list[list[int]]] = {}
 
         self._heap: list[tuple[int, int, int, int, int]] = []
         self._seq = 0
@@ -222,6 +239,13 @@ class Simulation(SchedulerMixin, VcpuMixin, HostMixin):
             self.vm_vcpus.append(ids)
             for i, vid in enumerate(ids):
                 self._init_vcpu(self.tasks[vid], i, ids)
+            if p.migration_ms > 0:
+                mig = self._task(
+                    TaskInfo(tgid + 2 + size, tgid, "live_migration", 2, ROLE_MIGRATION, vm=vm),
+                    ROLE_MIGRATION, (vm * 3 + 2) % n,
+                )  # fmt: skip
+                mig.vm = vm
+                self.migration_start(mig)
         for i in range(p.host_tasks):
             pid = p.pid_base - 1000 + 17 * i
             name = HOST_NAMES[i % len(HOST_NAMES)]
@@ -347,6 +371,8 @@ class Simulation(SchedulerMixin, VcpuMixin, HostMixin):
                 "context_switches": int((kind == R_SWITCH).sum()),
                 "pingpong_round_trips": tokens // 2 if self.pingpong_on else None,
             },
+            xsave_calls=self.xsave_calls,
+            vcpu_runs=self.vcpu_runs,
         )  # fmt: skip
 
 

@@ -22,6 +22,9 @@ from pipeline.model.schedule import (
     EVENT_NAMES,
     EXIT_INFO,
     EXIT_NAMES,
+    IOCTL_ARG,
+    IOCTL_HEX,
+    IOCTL_NAMES,
     L_DEACT,
     L_FPU,
     R_ENTRY,
@@ -90,16 +93,11 @@ class Renderer:
             names = ["swapper" if t.pid == 0 else t.comm for t in tasks]
             self.prefix = _s([f"{c:>16} {t.pid:>{width}} [" for c, t in zip(names, tasks,
                                                                              strict=True)])
-            self.fd_text = _s([f"fd: 0x{_vcpu_fd(t):08x}, cmd: 0x0000ae80, arg: 0x00000000"
-                               for t in tasks])  # fmt: skip
         else:
             width = era.pid_width
             names = ["<idle>" if t.pid == 0 else t.comm for t in tasks]
             self.prefix = _s([f"{c:>16}-{t.pid:<{width}} [" for c, t in zip(names, tasks,
                                                                             strict=True)])
-            self.fd_text = _s([f"fd: {_fd(_vcpu_fd(t))}, cmd: "
-                               f"{'0xae80' if era.ioctl_hex_args else 'ae80'}, arg: 0"
-                               for t in tasks])  # fmt: skip
         flags = [f[: era.flag_columns] for f in FLAGS5]
         self.n_styles = len(flags)
         if perf:
@@ -119,6 +117,14 @@ class Renderer:
             full = [f"{s}:{e}" for s, e in zip(SUBSYSTEMS, EVENT_NAMES, strict=True)]
             self.perf_width = max(len(f) for f in full)
             self.events = [f.rjust(self.perf_width) for f in full]
+
+    def ioctl_args(self, fd: int, cmd: int) -> str:
+        """``sys_enter_ioctl``'s arguments as this flavour and era print them."""
+        hexcmd, arg = IOCTL_HEX[cmd], IOCTL_ARG[cmd]
+        if self.flavour == "perf":
+            return f"fd: 0x{fd:08x}, cmd: 0x{hexcmd:08x}, arg: 0x{arg:08x}"
+        cmd_text = f"0x{hexcmd:x}" if self.era.ioctl_hex_args else f"{hexcmd:x}"
+        return f"fd: {_fd(fd)}, cmd: {cmd_text}, arg: {_fd(arg)}"
 
     def _pointer(self, tid: int) -> str:
         """The task's ``struct fpu`` address as ``%p`` prints it (hashed from 4.15)."""
@@ -181,7 +187,11 @@ class Renderer:
         if k == R_WAKE:
             return _cat([_g(self.wake_head, a), _g(self.cpu3, b)], m)
         if k == R_RUN_IN:
-            return _g(self.fd_text, lt.task[idx])
+            # a few distinct (fd, command) pairs: format each once, then gather
+            n_cmds = len(IOCTL_NAMES)
+            uniq, inverse = np.unique(a * n_cmds + b, return_inverse=True)
+            texts = _s([self.ioctl_args(int(u) // n_cmds, int(u) % n_cmds) for u in uniq])
+            return _g(texts, inverse.reshape(-1))
         if k == R_RUN_OUT:
             return _g(_s(list(_RET)), (a < 0).astype(np.int64))
         if k == R_ENTRY:
@@ -229,11 +239,6 @@ class Renderer:
 def rip_index(ts: np.ndarray) -> np.ndarray:
     """Which of RIPS a kvm_entry/kvm_exit line prints: a fixed hash of its time."""
     return ((ts * 2654435761) >> 11) % len(RIPS)
-
-
-def _vcpu_fd(t) -> int:
-    """The vCPU file descriptor KVM_RUN is issued on (as the simulation numbers them)."""
-    return 12 + max(t.vcpu_id, 0)
 
 
 def _fd(fd: int) -> str:

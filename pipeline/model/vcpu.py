@@ -34,11 +34,13 @@ from heapq import heappush
 
 from pipeline.codes import ST_ENTRY, ST_RUN_END, ST_RUN_START
 from pipeline.model.schedule import (
+    R_ANCHOR,
     R_ENTRY,
     R_EXIT,
     R_RUN_IN,
     R_RUN_OUT,
     R_UEXIT,
+    S_D,
     S_KVM,
     S_R,
     S_S,
@@ -63,8 +65,9 @@ from pipeline.model.scheduler import (
     W_TIMER,
 )
 
-# vCPU phases
-P_U, P_TRANS, P_G, P_HLT, P_POLL, P_BLOCKED, P_PRE_G, P_PRE_H, P_SPURIOUS = range(9)
+# vCPU phases (P_MUTEX: inside KVM_RUN's ioctl, asleep on the vCPU mutex a
+# migration thread holds; pipeline.model.migration)
+P_U, P_TRANS, P_G, P_HLT, P_POLL, P_BLOCKED, P_PRE_G, P_PRE_H, P_SPURIOUS, P_MUTEX = range(10)
 
 # Why a stretch of guest execution ends (the significant exits).
 G_NONE, G_PREEMPT, G_HLT, G_IO, G_MMIO, G_NOTIFY, G_IPI, G_SIGNAL, G_TOKEN = range(9)
@@ -93,6 +96,10 @@ class VcpuMixin:
         if v.phase == P_U:
             v.end_at = t + v.remaining
             self._at(v, v.end_at, A_U_END)
+        elif v.phase == P_MUTEX:
+            # Woken holding the mutex: KVM_RUN goes on and loads the guest FPU now.
+            v.in_ioctl = False
+            self._run_start(v, t, self._rec(t, cpu, v.id, R_ANCHOR), cpu)
         elif v.phase == P_SPURIOUS:
             # kvm_vcpu_block() finds no event and sleeps again, without a guest entry
             v.phase = P_HLT
@@ -112,7 +119,23 @@ class VcpuMixin:
             self.switch_out(cpu, t, S_R, True)
             return
         rec = self._rec(t, cpu, v.id, R_RUN_IN, v.fd)
+        if v.mutex >= 0:
+            # A migration thread's KVM_GET_XSAVE holds the vCPU mutex: sleep for it
+            # inside the ioctl (pipeline.model.migration).
+            v.phase = P_MUTEX
+            v.in_ioctl = True
+            v.waiters.append(v.id)
+            self.switch_out(cpu, t, S_D, False)
+            return
+        self._run_start(v, t, rec, cpu)
+
+    def _run_start(self, v, t: int, rec: int, cpu: int) -> None:
+        """KVM_RUN holds the vCPU mutex: the guest FPU load point, then the guest entry."""
+        v.mutex = v.id
         self.steps.append((ST_RUN_START, t, rec, cpu, v.id, 0, 0))
+        if self.track_runs:
+            v.run_rec = [rec, -1, -1]
+            self.vcpu_runs.setdefault(v.id, []).append(v.run_rec)
         v.in_run = True
         v.entry_step = True
         v.phase = P_TRANS
@@ -132,6 +155,9 @@ class VcpuMixin:
             # replayed (the trace still shows them all).
             self.steps.append((ST_ENTRY, t, rec, cpu, vid, 0, 0))
             v.entry_step = False
+            run = v.run_rec
+            if run is not None and run[1] < 0:
+                run[1] = rec  # legacy logs this KVM_RUN's first kvm line here
         v.phase = P_G
         v.seg_start = t
         if self.need_resched[cpu]:
@@ -227,6 +253,10 @@ class VcpuMixin:
         restart = v.uexit == U_RESTART
         rec = self._rec(t, cpu, v.id, R_UEXIT, v.uexit)
         self.steps.append((ST_RUN_END, t, rec, cpu, v.id, 0, 0))
+        if v.run_rec is not None:
+            v.run_rec[2] = rec
+            v.run_rec = None
+        self.mutex_unlock(v, t, cpu)  # after kvm_userspace_exit, before the ioctl returns
         self._rec(t, cpu, v.id, R_RUN_OUT, -4 if restart else 0)
         v.in_run = False
         v.phase = P_U
