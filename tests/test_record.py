@@ -244,7 +244,11 @@ def test_recorded_workload_matches_its_own_counts(workload, tmp_path, runner):
     trace = tmp_path / f"{workload}.txt"
     before = global_state()
     t0 = time.monotonic()
-    proc = run_recorder("-o", str(trace), "--workload", workload, "--duration", "2")
+    # A large buffer: exact counts need a capture without lost events even
+    # when the machine is busy (the 4 MiB default overflowed at load 7).
+    proc = run_recorder(
+        "-o", str(trace), "--workload", workload, "--duration", "2", "--buffer-kb", "32768"
+    )
     took = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr
     assert global_state() == before
