@@ -12,12 +12,13 @@ Any event not listed is kept with its raw ``args`` and null decoded fields.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from ingest.schema import EVENT_COLUMNS
-from ingest.xstate import xstate_bytes
+from ingest.xstate import COMPACTED, xstate_bytes
 
 #: ioctl command numbers (x86-64) named in `ioctl_cmd`; others print as hex.
 IOCTL_NAMES: dict[int, str] = {
@@ -98,17 +99,17 @@ SPECS: tuple[EventSpec, ...] = (
         ("sched_switch",),
         (
             Form(
-                r"^prev_comm=(?P<prev_comm>.*?) prev_pid=(?P<prev_pid>-?\d+)"
-                r" prev_prio=(?P<prev_prio>-?\d+) prev_state=(?P<prev_state>\S+)"
-                r" ==> next_comm=(?P<next_comm>.*?) next_pid=(?P<next_pid>-?\d+)"
-                r" next_prio=(?P<next_prio>-?\d+)\s*$",
+                r"^prev_comm=(?P<prev_comm>.*?) prev_pid=(?P<prev_pid>-?[0-9]+)"
+                r" prev_prio=(?P<prev_prio>-?[0-9]+) prev_state=(?P<prev_state>\S+)"
+                r" ==> next_comm=(?P<next_comm>.*?) next_pid=(?P<next_pid>-?[0-9]+)"
+                r" next_prio=(?P<next_prio>-?[0-9]+)\s*$",
                 {"prev_comm": STR, "prev_state": STR, "next_comm": STR, **_SWITCH_INTS},
             ),
             # libtraceevent plugin: "prev:pid [prio] STATE ==> next:pid [prio]"
             Form(
-                r"^(?P<prev_comm>.*?):(?P<prev_pid>-?\d+) \[(?P<prev_prio>-?\d+)\]"
-                r" (?P<prev_state>\S+) ==> (?P<next_comm>.*?):(?P<next_pid>-?\d+)"
-                r" \[(?P<next_prio>-?\d+)\]\s*$",
+                r"^(?P<prev_comm>.*?):(?P<prev_pid>-?[0-9]+) \[(?P<prev_prio>-?[0-9]+)\]"
+                r" (?P<prev_state>\S+) ==> (?P<next_comm>.*?):(?P<next_pid>-?[0-9]+)"
+                r" \[(?P<next_prio>-?[0-9]+)\]\s*$",
                 {"prev_comm": STR, "prev_state": PLUGIN_STATE, "next_comm": STR, **_SWITCH_INTS},
             ),
         ),
@@ -117,13 +118,13 @@ SPECS: tuple[EventSpec, ...] = (
         ("sched_wakeup", "sched_waking", "sched_wakeup_new"),
         (
             Form(
-                r"^comm=(?P<wake_comm>.*?) pid=(?P<wake_pid>-?\d+) prio=(?P<wake_prio>-?\d+)"
-                r"(?: success=\d+)? target_cpu=(?P<target_cpu>\d+)\s*$",
+                r"^comm=(?P<wake_comm>.*?) pid=(?P<wake_pid>-?[0-9]+) prio=(?P<wake_prio>-?[0-9]+)"
+                r"(?: success=[0-9]+)? target_cpu=(?P<target_cpu>[0-9]+)\s*$",
                 {"wake_comm": STR, **_WAKE_INTS},
             ),
             Form(
-                r"^(?P<wake_comm>.*?):(?P<wake_pid>-?\d+) \[(?P<wake_prio>-?\d+)\]"
-                r"(?: success=\d+)? CPU:(?P<target_cpu>\d+)\s*$",
+                r"^(?P<wake_comm>.*?):(?P<wake_pid>-?[0-9]+) \[(?P<wake_prio>-?[0-9]+)\]"
+                r"(?: success=[0-9]+)? CPU:(?P<target_cpu>[0-9]+)\s*$",
                 {"wake_comm": STR, **_WAKE_INTS},
             ),
         ),
@@ -132,7 +133,7 @@ SPECS: tuple[EventSpec, ...] = (
         ("kvm_entry",),
         (
             Form(
-                r"^vcpu (?P<vcpu_id>\d+)(?:,? rip 0x(?P<guest_rip>[0-9a-fA-F]+))?",
+                r"^vcpu (?P<vcpu_id>[0-9]+)(?:,? rip 0x(?P<guest_rip>[0-9a-fA-F]+))?",
                 {"vcpu_id": INT, "guest_rip": HEX},
             ),
         ),
@@ -141,7 +142,7 @@ SPECS: tuple[EventSpec, ...] = (
         ("kvm_exit",),
         (
             Form(
-                r"^(?:vcpu (?P<vcpu_id>\d+) )?reason (?P<exit_reason>\S+)"
+                r"^(?:vcpu (?P<vcpu_id>[0-9]+) )?reason (?P<exit_reason>\S+)"
                 r"(?:.*? rip 0x(?P<guest_rip>[0-9a-fA-F]+))?",
                 {"exit_reason": STR, "vcpu_id": INT, "guest_rip": HEX},
             ),
@@ -151,7 +152,7 @@ SPECS: tuple[EventSpec, ...] = (
         ("kvm_userspace_exit",),
         (
             Form(
-                r"^reason (?P<exit_reason>\S+) \((?P<exit_code>-?\d+)\)\s*$",
+                r"^reason (?P<exit_reason>\S+) \((?P<exit_code>-?[0-9]+)\)\s*$",
                 {"exit_reason": STR, "exit_code": INT},
             ),
         ),
@@ -180,7 +181,7 @@ SPECS: tuple[EventSpec, ...] = (
     ),
     EventSpec(
         ("sys_exit_ioctl",),
-        (Form(r"^(?P<ioctl_ret>0x[0-9a-fA-F]+|-?\d+)\s*$", {"ioctl_ret": SIGNED_HEX}),),
+        (Form(r"^(?P<ioctl_ret>0x[0-9a-fA-F]+|-?[0-9]+)\s*$", {"ioctl_ret": SIGNED_HEX}),),
     ),
 )
 
@@ -226,6 +227,53 @@ def _convert(expr: pl.Expr, kind: str, column: str) -> pl.Expr:
     raise ValueError(f"unknown converter {kind!r} for {column}")
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """The expressions of :func:`decode_args`, built once (they do not depend on the data)."""
+
+    stages: tuple[tuple[pl.Expr, ...], ...]  # regex passes; stage k holds every spec's form k
+    columns: tuple[pl.Expr, ...]  # typed columns and ``decoded``, from the passes' structs
+    scratch: tuple[str, ...]  # the passes' struct columns, dropped at the end
+
+
+@functools.cache
+def _plan() -> _Plan:
+    event, args = pl.col("event"), pl.col("args")
+    is_spec = [event.is_in(list(spec.names)) for spec in SPECS]
+    stages: list[tuple[pl.Expr, ...]] = []
+    scratch: list[str] = []
+    for k in range(max(len(spec.forms) for spec in SPECS)):
+        stage = []
+        for i, spec in enumerate(SPECS):
+            if k >= len(spec.forms):
+                continue
+            take = is_spec[i]
+            for j in range(k):  # rows an earlier form of this spec left undecoded
+                take = take & _hit(spec.forms[j], f"_m{i}_{j}").not_()
+            stage.append(
+                pl.when(take).then(args).str.extract_groups(spec.forms[k].pattern)
+                .alias(f"_m{i}_{k}")
+            )
+            scratch.append(f"_m{i}_{k}")
+        stages.append(tuple(stage))
+    exprs: dict[str, list[pl.Expr]] = {}
+    matched: list[pl.Expr] = []
+    for i, spec in enumerate(SPECS):
+        hits = []
+        for k, form in enumerate(spec.forms):
+            groups = pl.col(f"_m{i}_{k}").struct
+            hits.append(_hit(form, f"_m{i}_{k}"))
+            for column, kind in form.types.items():
+                exprs.setdefault(column, []).append(_convert(groups.field(column), kind, column))
+        matched.append(pl.when(is_spec[i]).then(pl.any_horizontal(hits)))
+    columns = [
+        (pl.coalesce(es) if len(es) > 1 else es[0]).cast(EVENT_COLUMNS[c]).alias(c)
+        for c, es in exprs.items()
+    ]
+    columns.append(pl.coalesce(*matched, pl.lit(True)).alias("decoded"))
+    return _Plan(tuple(stages), tuple(columns), tuple(scratch))
+
+
 def decode_args(df: pl.DataFrame) -> pl.DataFrame:
     """Decode ``args`` of every declared event into typed columns.
 
@@ -233,45 +281,35 @@ def decode_args(df: pl.DataFrame) -> pl.DataFrame:
     of :data:`ingest.schema.EVENT_COLUMNS` that a spec fills, plus a boolean
     ``decoded`` that is false for a declared event whose args match none of
     its forms (the caller turns those lines into rejects).
+
+    Each form's regex runs once, on the rows of its events that no earlier
+    form matched (the others are null, which the regex engine skips); its
+    groups are materialized as a struct column before any field is taken
+    from it, since eager polars does not share common subexpressions.  The
+    parser calls this on the distinct event tails of a block, so its cost
+    is mostly the fixed cost of a few polars calls.
     """
-    exprs: dict[str, pl.Expr] = {}
-    matched: list[pl.Expr] = []
-    for spec in SPECS:
-        is_spec = pl.col("event").is_in(list(spec.names))
-        spec_matched: pl.Expr = pl.lit(False)
-        for form in spec.forms:
-            # Regexes run only on rows of this event not matched by an earlier
-            # form: the others are null, which the regex engine skips.
-            take = is_spec & ~spec_matched
-            groups = pl.when(take).then(pl.col("args")).str.extract_groups(form.pattern)
-            # The first group of every form is one the pattern always captures.
-            hit = groups.struct.field(next(iter(form.types))).is_not_null()
-            for column, kind in form.types.items():
-                value = _convert(groups.struct.field(column), kind, column)
-                exprs[column] = (
-                    pl.coalesce(exprs[column], value) if column in exprs else value
-                )
-            spec_matched = spec_matched | hit
-        matched.append(pl.when(is_spec).then(spec_matched))
-    decoded = pl.coalesce(*matched, pl.lit(True)).alias("decoded")
-    out = df.with_columns(
-        [e.cast(EVENT_COLUMNS[c]).alias(c) for c, e in exprs.items()] + [decoded]
-    )
-    return _with_xstate_bytes(out)
+    plan = _plan()
+    for stage in plan.stages:
+        df = df.with_columns(stage)
+    df = df.with_columns(plan.columns).drop(plan.scratch)
+    return df.with_columns(_xstate_bytes(df))
 
 
-def _with_xstate_bytes(df: pl.DataFrame) -> pl.DataFrame:
-    pairs = df.select("xfeatures", "xcomp_bv").drop_nulls().unique()
-    keys = zip(pairs["xfeatures"], pairs["xcomp_bv"], strict=True)
-    sizes = {(x, c): xstate_bytes(x, c) for x, c in keys}
-    if not sizes:
-        return df.with_columns(pl.lit(None, dtype=pl.Int32).alias("xstate_bytes"))
-    table = pl.DataFrame(
-        {
-            "xfeatures": [k[0] for k in sizes],
-            "xcomp_bv": [k[1] for k in sizes],
-            "xstate_bytes": list(sizes.values()),
-        },
-        schema={"xfeatures": pl.UInt64, "xcomp_bv": pl.UInt64, "xstate_bytes": pl.Int32},
-    )
-    return df.join(table, on=["xfeatures", "xcomp_bv"], how="left", maintain_order="left")
+def _hit(form: Form, column: str) -> pl.Expr:
+    # The first group of every form is one the pattern always captures.
+    return pl.col(column).struct.field(next(iter(form.types))).is_not_null()
+
+
+def _xstate_bytes(df: pl.DataFrame) -> pl.Series:
+    """``xstate_bytes`` for each row, from ``xfeatures`` and ``xcomp_bv``.
+
+    The size depends on the component bits of ``xfeatures`` and on the
+    compacted-format bit of ``xcomp_bv`` only, so one Python call per
+    distinct (mask, format) pair of the block serves every row.
+    """
+    compacted = (pl.col("xcomp_bv") >= COMPACTED).cast(pl.UInt64)
+    key = (pl.col("xfeatures") * 2 + compacted).alias("xstate_bytes")
+    keys = df.select(key).to_series()
+    sizes = {k: xstate_bytes(k >> 1, (k & 1) << 63) for k in keys.drop_nulls().unique()}
+    return keys.replace_strict(sizes, default=None, return_dtype=pl.Int32)

@@ -203,7 +203,7 @@ def _ingest_one(
 ) -> SourceReport:
     source = TraceInput(path)
     regular = path != "-" and os.path.isfile(path)
-    if regular:
+    if regular and known:
         # Hashing is far cheaper than parsing: skip inputs already present.
         sha = _file_sha256(path)
         if sha in known:

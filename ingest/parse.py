@@ -1,51 +1,79 @@
 """Parse blocks of trace lines into `events` and `rejects` frames, vectorized.
 
 Two passes, as LISA does: a header pass splits every line into task, pid,
-CPU, flags, timestamp, event name and raw ``args`` (one regular expression
-per format, run on the first 256 characters of the line); a decode pass
-types the args of the events declared in :mod:`ingest.events`.  Lines that
-are neither events nor known non-event lines (headers, comments,
-lost-event markers) become rejects; nothing is dropped.
+CPU, flags, timestamp, event name and raw ``args``; a decode pass types the
+args of the events declared in :mod:`ingest.events`.  Lines that are neither
+events nor known non-event lines (headers, comments, lost-event markers)
+become rejects; nothing is dropped: every input line is exactly one event,
+one reject or one meta line.
+
+Most of the work is done once per *distinct* value rather than once per
+line.  The kernel, trace-cmd and perf all print the comm right-aligned in a
+16-column field, so every line splits, with ``find`` and ``slice`` only, at
+the first ``": "`` after that field into a prefix (task, pid, CPU, flags),
+the timestamp and a tail (event name and args).  Prefixes and tails repeat
+heavily (a real ten-thousand-line capture has a few hundred distinct tails:
+event bodies name states and tasks, not times), so the format's regexes
+and the event decoders run on the distinct values and are joined back; per
+line there remain the split, the timestamp's digits and two hash joins.
+Lines the split cannot take (long or non-ASCII comms, unusual spacing) go
+through the format's full header regex (:data:`ingest.tracefs.HEADER` and
+its siblings), which defines the format.  No per-line Python runs anywhere.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from ingest import perfscript, tracecmd, tracefs
 from ingest.detect import FORMATS, detect_format
 from ingest.errors import InputError
 from ingest.events import decode_args
-from ingest.lines import split_lines
+from ingest.lines import byte_slices, byte_windows, split_lines
 from ingest.schema import EVENTS_SCHEMA, LOST_EVENTS, REJECTS_SCHEMA
 
-HEADER_SLICE = 256
-
-_HEADERS = {
-    tracefs.NAME: tracefs.HEADER,
-    tracecmd.NAME: tracecmd.HEADER,
-    perfscript.NAME: perfscript.HEADER,
+_MODULES: dict[str, ModuleType] = {
+    tracefs.NAME: tracefs,
+    tracecmd.NAME: tracefs,  # the same line layout, behind the instance prefix
+    perfscript.NAME: perfscript,
 }
 
-#: Lines that carry no event and are not errors.
-_META = r"^\s*$|^\s*#|^(?:cpus=\d+|version = \d+|CPU \d+ is empty)\s*$"
+#: Lines that carry no event and are not errors: blank lines, comments (a
+#: "#" in column 0: indented, it is a task name that starts with "#"),
+#: trace-cmd's "cpus=N", "version = N" and "CPU N is empty".
+_META = r"^\s*$|^#|^(?:cpus=[0-9]+|version = [0-9]+|CPU [0-9]+ is empty)\s*$"
 #: Lost-event markers: tracefs/trace_pipe, trace-cmd, perf script --show-lost-events.
 _LOST = (
-    r"^\s*(?:[^\s:]+: )?CPU:?\s*(?P<cpu>\d+)\s*\[(?:LOST (?P<n1>\d+) EVENTS"
-    r"|(?P<n2>\d+) EVENTS DROPPED|EVENTS DROPPED)\]"
-    r"|\[(?P<cpu2>\d+)\].*\bLOST (?P<n3>\d+) events!"
+    r"^\s*(?:[^\s:]+: )?CPU:?\s*(?P<cpu>[0-9]+)\s*\[(?:LOST (?P<n1>[0-9]+) EVENTS"
+    r"|(?P<n2>[0-9]+) EVENTS DROPPED|EVENTS DROPPED)\]"
+    r"|\[(?P<cpu2>[0-9]+)\].*\bLOST (?P<n3>[0-9]+) events!"
 )
+#: Every lost marker contains one of these words (a literal scan, cheap);
+#: the group-extracting pattern above only runs on the few lines that do.
+_LOST_HINT = "LOST|DROPPED"
+_BUFFER_STARTED = r"^#+ CPU [0-9]+ buffer started"
 _KERNEL_LINES = (
     r"^#\s*(?:os release\s*:|kernel\s*[:=]|fpureplay-record:.*\bkernel=)\s*(?P<kernel>\S+)"
 )
+#: Events that only a vCPU thread logs (for the summary's vCPU thread count).
+_VCPU_EVENTS = ("kvm_fpu", "kvm_entry", "kvm_userspace_exit")
 
 
 @dataclass
 class Chunk:
-    """What one block of lines became."""
+    """What one block of lines became, with the figures :class:`SourceStats` folds in.
+
+    The per-chunk figures are computed in :func:`parse_block` (in the worker
+    thread) so that folding them in the reading thread costs nothing.
+    """
 
     events: pl.DataFrame
     rejects: pl.DataFrame
@@ -55,6 +83,15 @@ class Chunk:
     buffer_started: int
     instances: set[str]
     kernel: str | None
+    event_counts: dict[str, int] = field(default_factory=dict)
+    cpus: set[int] = field(default_factory=set)
+    vcpu_pids: set[int] = field(default_factory=set)
+    first_ts_ns: int | None = None
+    last_ts_ns: int | None = None
+    #: steps back in time between consecutive events of one CPU inside the chunk
+    ts_backwards: int = 0
+    #: per CPU: (first, last) timestamp of the chunk's events
+    cpu_ts_bounds: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,8 +119,7 @@ class SourceStats:
 
     def add(self, chunk: Chunk) -> None:
         """Fold one chunk's figures in."""
-        ev = chunk.events
-        self.events += ev.height
+        self.events += chunk.events.height
         self.rejects += chunk.rejects.height
         self.meta_lines += chunk.meta_lines
         self.lost_markers += chunk.lost_markers
@@ -91,141 +127,359 @@ class SourceStats:
         self.buffer_started += chunk.buffer_started
         self.instances |= chunk.instances
         self.kernel = self.kernel or chunk.kernel
-        if ev.height == 0:
-            return
-        for name, n in ev["event"].value_counts().iter_rows():
+        for name, n in chunk.event_counts.items():
             self.event_counts[name] = self.event_counts.get(name, 0) + n
-        real = ev.filter(pl.col("event") != LOST_EVENTS)
-        if real.height:
-            lo, hi = real["ts_ns"].min(), real["ts_ns"].max()
+        if chunk.first_ts_ns is not None:
+            lo, hi = chunk.first_ts_ns, chunk.last_ts_ns
             self.first_ts_ns = lo if self.first_ts_ns is None else min(self.first_ts_ns, lo)
             self.last_ts_ns = hi if self.last_ts_ns is None else max(self.last_ts_ns, hi)
-        self.cpus |= set(ev["cpu"].drop_nulls().unique().to_list())
-        vcpu = ev.filter(
-            pl.col("event").is_in(["kvm_fpu", "kvm_entry", "kvm_userspace_exit"])
-            | (pl.col("ioctl_cmd") == "KVM_RUN")
-        )
-        self.vcpu_pids |= set(vcpu["pid"].unique().to_list())
-        self._count_backwards(real)
-
-    def _count_backwards(self, ev: pl.DataFrame) -> None:
+        self.cpus |= chunk.cpus
+        self.vcpu_pids |= chunk.vcpu_pids
         # Within a CPU the ring buffer is in time order; a step back means a
-        # clock or merge problem the replay should know about.
-        per_cpu = ev.select("cpu", "ts_ns").with_columns(
-            pl.col("ts_ns").shift(1).over("cpu").alias("prev")
-        )
-        self.ts_backwards += int(per_cpu.filter(pl.col("ts_ns") < pl.col("prev")).height)
-        firsts = per_cpu.group_by("cpu", maintain_order=True).agg(
-            pl.col("ts_ns").first().alias("first"), pl.col("ts_ns").last().alias("last")
-        )
-        for cpu, first, last in firsts.iter_rows():
+        # clock or merge problem the replay should know about.  Steps inside
+        # a chunk are counted by parse_block; steps across chunks here.
+        self.ts_backwards += chunk.ts_backwards
+        for cpu, (first, last) in chunk.cpu_ts_bounds.items():
             before = self._last_ts_by_cpu.get(cpu)
             if before is not None and first < before:
                 self.ts_backwards += 1
             self._last_ts_by_cpu[cpu] = last
 
 
+#: The largest timestamp an int64 of nanoseconds holds (year 2262 of a wall clock).
+TS_MAX = 2**63 - 1
+_MAX_S, _MAX_NS = divmod(TS_MAX, 1_000_000_000)
+
+
 def _ts_ns(secs: pl.Expr, frac: pl.Expr) -> pl.Expr:
-    # Exact: "2194.928432" is 2194 s + "928432" padded to 9 digits of ns.
-    # Without a fraction (counter clocks) the number is taken as is.
+    """Exact nanoseconds from the digits: "2194.928432" is 2194 s + "928432" padded to 9.
+
+    Without a fraction (counter clocks) the number is taken as is.  A value
+    beyond int64 is null, not wrapped.
+    """
     whole = secs.cast(pl.Int64, strict=False)
     nanos = frac.str.pad_end(9, "0").str.slice(0, 9).cast(pl.Int64, strict=False)
-    return pl.when(frac.is_null()).then(whole).otherwise(whole * 1_000_000_000 + nanos)
-
-
-def parse_block(lines: pl.DataFrame, fmt: str, *, truncated: bool = False) -> Chunk:
-    """Parse numbered lines (``line_no``, ``line``, ``raw``) of a trace in format ``fmt``."""
-    if fmt not in _HEADERS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    line = pl.col("line")
-    df = lines.with_columns(
-        line.str.contains(_META).alias("is_meta"),
-        line.str.extract_groups(_LOST).alias("lost"),
+    fits = (whole < _MAX_S) | ((whole == _MAX_S) & (nanos <= _MAX_NS))
+    return (
+        pl.when(frac.is_null())
+        .then(whole)
+        .when(fits)
+        .then(whole * 1_000_000_000 + nanos)
     )
-    if fmt == tracecmd.NAME:
-        df = df.with_columns(line.str.extract(tracecmd.INSTANCE_PREFIX, 1).alias("instance"))
-        body = pl.when(pl.col("instance").is_null()).then(line).otherwise(
-            line.str.slice(pl.col("instance").str.len_chars() + 2)
-        )
-    else:
-        df = df.with_columns(pl.lit(None, dtype=pl.String).alias("instance"))
-        body = line
-    lost = pl.col("lost")
-    is_lost = (lost.struct.field("cpu").is_not_null() | lost.struct.field("cpu2").is_not_null())
-    df = df.with_columns(body.alias("body"), is_lost.alias("is_lost"))
-    candidate = ~pl.col("is_meta") & ~pl.col("is_lost")
-    header = _HEADERS[fmt]
-    df = df.with_columns(
-        pl.when(candidate).then(pl.col("body").str.slice(0, HEADER_SLICE))
-        .str.extract_groups(header).alias("h")
+
+
+#: Tail columns joined even when all null (the fast path tests them).
+_TAIL_KEEP = ("_tail", "event", "args", "decoded")
+#: What the timestamp of a fast-path line is made of.
+_TS_CHARS = "0123456789."
+#: How many lines the timestamp layout of a block is learnt from.
+_LAYOUT_SAMPLE = 256
+
+#: Parsed lines before the events / rejects split: the events columns, the line
+#: (for a reject) and whether its args matched a form of its event.
+_PARSED_SCHEMA = pl.Schema(
+    {**EVENTS_SCHEMA, "line": pl.String(), "raw": pl.Binary(), "decoded": pl.Boolean()}
+)
+
+Stages = list[dict[str, pl.Expr]]
+
+
+def _colon() -> pl.Expr:
+    """Byte offset in ``body`` of the first ``": "`` after the comm field.
+
+    The search starts past the field, so a comm holding ``": "`` is no
+    obstacle; the field's length in bytes makes the offset right for a
+    non-ASCII comm too.
+    """
+    body, width = pl.col("body"), tracefs.COMM_WIDTH + 1  # the same in the three formats
+    return body.str.slice(width).str.find(": ", literal=True) + body.str.head(width).str.len_bytes()
+
+
+def _split_any() -> Stages:
+    """Cut ``body`` into ``_prefix``, ``_ts`` and ``_tail`` at the first ``": "`` after the comm.
+
+    The timestamp is the run of digits and dots before that colon.  Nothing
+    is validated here: the prefix is checked against the format's PREFIX
+    (which admits neither ``:`` nor non-ASCII, so a cut at another colon, or
+    character offsets that differ from byte offsets, fail it), the timestamp
+    by its conversion, the tail by the format's EVENT.  Each stage is one
+    ``with_columns``: eager polars does not share subexpressions.
+    """
+    body, colon, head = pl.col("body"), pl.col("_colon"), pl.col("_head")
+    return [
+        # (character offsets: a line that is not ASCII up to the colon fails
+        # PREFIX, whichever way it is cut)
+        {"_colon": body.str.slice(tracefs.COMM_WIDTH + 1).str.find(": ", literal=True)
+         + (tracefs.COMM_WIDTH + 1)},
+        {"_head": body.str.head(colon), "_tail": body.str.slice(colon + 2)},
+        {"_prefix": head.str.strip_chars_end(_TS_CHARS)},
+        {"_ts": head.str.slice(pl.col("_prefix").str.len_chars())},
+    ]
+
+
+def _ts_any() -> Stages:
+    """``ts_ns`` from ``_ts``, a string of digits and dots, and ``_ts_ok``: is it ``secs[.frac]``?
+
+    ``ts_ns`` is null for a well-formed timestamp beyond int64 (the line is
+    still an event: the header regex would take it too).
+    """
+    ts, dot = pl.col("_ts"), pl.col("_dot")
+    return [
+        {
+            "_dot": ts.str.find(".", literal=True),
+            "_ts_ok": ts.str.contains(r"^[0-9]+(?:\.[0-9]+)?$"),
+        },
+        {
+            "_secs": pl.when(dot.is_null()).then(ts).otherwise(ts.str.head(dot)),
+            "_frac": pl.when(dot.is_not_null()).then(ts.str.slice(dot + 1)),
+        },
+        {"ts_ns": _ts_ns(pl.col("_secs"), pl.col("_frac"))},
+    ]
+
+
+def _cut_fixed(work: pl.DataFrame, ts_len: int, frac_digits: int) -> pl.DataFrame:
+    """Layer one: :func:`_split_any` and :func:`_ts_any` for a timestamp of known shape.
+
+    Almost every line of a trace has a timestamp of the same length and
+    number of decimals, learnt from the block's first lines: the prefix ends
+    ``ts_len`` bytes before the colon, and the timestamp's digits are read
+    at fixed positions.  The cuts are Arrow views into the lines' memory
+    (:func:`ingest.lines.byte_slices`): no text is copied.  A line where the
+    guess is wrong (its prefix no longer ends with a blank, its timestamp is
+    not ``digits.digits``) is left to the next layer.
+    """
+    colon = work.select(_colon()).to_series().cast(pl.Int64).fill_null(-1).to_numpy()
+    body = work["body"]
+    found = colon >= ts_len
+    prefix = byte_slices(body, np.where(found, 0, -1), colon - ts_len, binary=True)
+    tail = byte_slices(body, np.where(found, colon + 2, -1))
+    ts = byte_windows(body, colon - ts_len, ts_len)
+    dot = ts_len - frac_digits - 1
+    places = [k for k in range(ts_len) if k != dot]
+    digits = ts[:, places]
+    ok = found & (ts[:, dot] == ord(".")) & ((digits >= 48) & (digits <= 57)).all(axis=1)
+    weights = 10 ** np.arange(len(places) - 1, -1, -1, dtype=np.int64)
+    value = (digits.astype(np.int64) - 48) @ weights
+    scale = 10 ** (9 - frac_digits)
+    fits = ok & (value <= TS_MAX // scale)
+    ts_ns = pa.array(np.where(fits, value, 0) * scale, mask=~fits)
+    return work.with_columns(
+        _prefix=prefix, _tail=tail, ts_ns=pl.Series(ts_ns), _ts_ok=pl.Series(ok)
     )
-    # Headers longer than the slice (very long comms, padding) get a second try.
-    retry = candidate & pl.col("h").struct.field("hdr").is_null()
-    if df.select(retry.any()).item():
-        df = df.with_columns(
-            pl.when(retry)
-            .then(pl.col("body").str.extract_groups(header))
-            .otherwise(pl.col("h"))
-            .alias("h")
+
+
+def _ts_layout(work: pl.DataFrame) -> tuple[int, int] | None:
+    """The most common (length, digits after the dot) of the block's timestamps, if usable."""
+    if work.height == 0:
+        return None
+    sample = work.head(_LAYOUT_SAMPLE)
+    for stage in _split_any():
+        sample = sample.with_columns(**stage)
+    ts = pl.col("_ts")
+    layouts = (
+        sample.filter(ts.str.contains(r"^[0-9]+\.[0-9]{1,9}$"))
+        .group_by(
+            ts.str.len_bytes().alias("n"),
+            (ts.str.len_bytes() - ts.str.find(".", literal=True) - 1).alias("f"),
         )
-    groups = set(re.compile(header).groupindex)
+        .len()
+        .sort("len", "n", descending=True)
+    )
+    if layouts.height == 0 or layouts["n"][0] > 19:  # 18 digits: int64 arithmetic is exact
+        return None
+    return int(layouts["n"][0]), int(layouts["f"][0])
 
-    def field(name: str) -> pl.Expr:
-        if name in groups:
-            return pl.col("h").struct.field(name)
-        return pl.lit(None, dtype=pl.String)
 
-    sep = field("sep").str.strip_chars()
-    raw_event = field("event")
-    after = pl.col("body").str.slice(field("hdr").str.len_chars())
-    df = df.with_columns(
-        field("comm").str.strip_chars_start().alias("comm"),
-        field("pid").cast(pl.Int32, strict=False).alias("pid"),
-        field("tgid").cast(pl.Int32, strict=False).alias("tgid"),
-        field("cpu").cast(pl.Int32, strict=False).alias("cpu"),
-        field("flags").alias("flags"),
-        _ts_ns(field("secs"), field("frac")).alias("ts_ns"),
-        # tracefs prints syscall events as "sys_ioctl(...)" and "sys_ioctl -> ret"
+def _event_and_args(event: pl.Expr, sep: pl.Expr, after: pl.Expr) -> list[pl.Expr]:
+    """The bare event name and its args, from the name as printed and what follows it.
+
+    tracefs prints syscall events as ``sys_ioctl(...)`` and ``sys_ioctl ->
+    ret``: they are named as their tracepoints, ``sys_enter_ioctl`` and
+    ``sys_exit_ioctl``.
+    """
+    return [
         pl.when(sep == "(")
-        .then(pl.lit("sys_enter_") + raw_event.str.strip_prefix("sys_"))
+        .then(pl.lit("sys_enter_") + event.str.strip_prefix("sys_"))
         .when(sep == "->")
-        .then(pl.lit("sys_exit_") + raw_event.str.strip_prefix("sys_"))
-        .otherwise(raw_event)
+        .then(pl.lit("sys_exit_") + event.str.strip_prefix("sys_"))
+        .otherwise(event)
         .alias("event"),
         pl.when(sep == "(")
         .then(after.str.strip_suffix(")"))
         .otherwise(after.str.strip_chars_start())
         .alias("args"),
+    ]
+
+
+def _match(frame: pl.DataFrame, column: str, pattern: str, fields: list[str]) -> pl.DataFrame:
+    """``frame`` with the named groups of ``pattern`` over ``column`` (null where
+    it does not match) and ``_hdr_len``, the length of group ``hdr`` if any."""
+    names = set(re.compile(pattern).groupindex)
+    g = pl.col("_g").struct
+    out = frame.with_columns(pl.col(column).str.extract_groups(pattern).alias("_g"))
+    cols = [(g.field(f) if f in names else pl.lit(None, dtype=pl.String)).alias(f) for f in fields]
+    if "hdr" in names:
+        cols.append(g.field("hdr").str.len_chars().alias("_hdr_len"))
+    return out.with_columns(cols).drop("_g")
+
+
+def _decode_tails(tails: pl.DataFrame, module: ModuleType) -> pl.DataFrame:
+    """Event name, args and decoded fields of each distinct tail (``event<sep>args``)."""
+    # The split consumed the timestamp's colon and the first blank of EVENT's \s+.
+    pattern = r"^(?P<hdr>\s*" + module.EVENT.removeprefix(r"\s+") + ")"
+    out = _match(tails, "_tail", pattern, ["event", "sep"])
+    out = out.with_columns(
+        _event_and_args(
+            pl.col("event"),
+            pl.col("sep").str.strip_chars(),
+            pl.col("_tail").str.slice(pl.col("_hdr_len")),
+        )
+    ).drop("sep", "_hdr_len")
+    return decode_args(out)
+
+
+def _typed_task(frame: pl.DataFrame) -> pl.DataFrame:
+    """The task columns as the events table types them."""
+    return frame.with_columns(
+        pl.col("comm").str.strip_chars_start(),
+        *[pl.col(c).cast(pl.Int32, strict=False) for c in ("pid", "tgid", "cpu")],
     )
-    parsed = df.filter(pl.col("h").struct.field("hdr").is_not_null())
-    parsed = decode_args(parsed)
-    bad_args = parsed.filter(~pl.col("decoded"))
-    events = parsed.filter(pl.col("decoded"))
+
+
+def _fallback(df: pl.DataFrame, module: ModuleType) -> pl.DataFrame:
+    """Header fields of lines the fast path did not take, by the format's HEADER regex."""
+    out = _match(df, "body", module.HEADER, ["comm", "pid", "tgid", "cpu", "flags", "secs",
+                                             "frac", "event", "sep"])
+    out = _typed_task(out.filter(pl.col("_hdr_len").is_not_null())).with_columns(
+        _ts_ns(pl.col("secs"), pl.col("frac")).alias("ts_ns"),
+        *_event_and_args(
+            pl.col("event"), pl.col("sep").str.strip_chars(),
+            pl.col("body").str.slice(pl.col("_hdr_len")),
+        ),
+    )
+    return decode_args(out)
+
+
+def parse_block(lines: pl.DataFrame, fmt: str, *, truncated: bool = False) -> Chunk:
+    """Parse numbered lines (``line_no``, ``line``, ``raw``) of a trace in format ``fmt``."""
+    if fmt not in _MODULES:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    module = _MODULES[fmt]
+    line = pl.col("line")
+    df = lines.with_columns(
+        line.str.contains(_META).alias("is_meta"),
+        line.str.contains(_LOST_HINT).alias("_lost_hint"),
+    )
+    df = df.with_columns(
+        pl.when(pl.col("_lost_hint") & ~pl.col("is_meta"))
+        .then(line)
+        .str.extract_groups(_LOST)
+        .alias("lost")
+    )
+    lost = pl.col("lost").struct
+    is_lost = lost.field("cpu").is_not_null() | lost.field("cpu2").is_not_null()
+    df = df.with_columns(is_lost.fill_null(False).alias("is_lost"))
+    candidate = ~pl.col("is_meta") & ~pl.col("is_lost")
+    if fmt == tracecmd.NAME:
+        # An instance prefix holds no whitespace and ends at the line's first
+        # ": " (a byte offset; the cuts are views of the line, no copies).
+        ilen = (
+            df.select(
+                pl.when(candidate & line.str.contains(tracecmd.INSTANCE_PREFIX))
+                .then(line.str.find(": ", literal=True))
+                .cast(pl.Int64)
+                .fill_null(-1)
+            )
+            .to_series()
+            .to_numpy()
+        )
+        has = ilen >= 0
+        df = df.with_columns(
+            instance=byte_slices(df["line"], np.where(has, 0, -1), ilen),
+            body=byte_slices(df["line"], np.where(has, ilen + 2, 0)),
+        )
+    else:
+        df = df.with_columns(pl.lit(None, dtype=pl.String).alias("instance"), line.alias("body"))
+
+    # Fast path, in layers, then the regex: each takes the lines the previous left.
+    work = df.filter(candidate).select("line_no", "line", "raw", "body")
+    layers: list[Callable[[pl.DataFrame], pl.DataFrame]] = [_cut_any]
+    layout = _ts_layout(work)
+    if layout is not None:
+        layers.insert(0, functools.partial(_cut_fixed, ts_len=layout[0], frac_digits=layout[1]))
+    parts: list[pl.DataFrame] = []
+    for cut in layers:
+        if work.height == 0:
+            break
+        done = _fast_path(cut(work), module)
+        if done["_ok"].all():  # the usual case: no copy
+            parts.append(done)
+            work = work.clear()
+        else:
+            parts.append(done.filter(pl.col("_ok")))
+            work = work.filter(~done["_ok"])
+    unparsed = work
+    if work.height:
+        slow = _fallback(work, module)
+        parts.append(slow)
+        unparsed = work.join(slow.select("line_no"), on="line_no", how="anti")
+    parts = [_conform(p, _PARSED_SCHEMA) for p in parts if p.height]
+    parsed = _PARSED_SCHEMA.to_frame() if not parts else parts[0]
+    if len(parts) > 1:
+        parsed = pl.concat(parts).sort("line_no")
+    if parsed["decoded"].all():  # the usual case: no copy
+        events, bad_args = parsed, parsed.clear()
+    else:
+        events, bad_args = parsed.filter(pl.col("decoded")), parsed.filter(~pl.col("decoded"))
 
     lost_rows = df.filter(pl.col("is_lost")).select(
         "line_no",
-        pl.coalesce(lost.struct.field("cpu"), lost.struct.field("cpu2"))
-        .cast(pl.Int32)
+        pl.coalesce(lost.field("cpu"), lost.field("cpu2")).cast(pl.Int32, strict=False)
         .alias("cpu"),
         pl.lit(LOST_EVENTS).alias("event"),
         pl.col("line").alias("args"),
-        pl.coalesce(lost.struct.field("n1"), lost.struct.field("n2"), lost.struct.field("n3"))
-        .cast(pl.Int64)
+        pl.coalesce(lost.field("n1"), lost.field("n2"), lost.field("n3"))
+        .cast(pl.Int64, strict=False)
         .alias("lost_count"),
     )
-    events = pl.concat(
-        [events.select([c for c in EVENTS_SCHEMA.names() if c in events.columns]), lost_rows],
-        how="diagonal_relaxed",
-    )
-    events = _conform(events.sort("line_no"), EVENTS_SCHEMA)
     if lost_rows.height:
-        # A marker stands where the gap is: give it the time of the next event.
+        events = pl.concat([events, lost_rows], how="diagonal_relaxed").sort("line_no")
+        # A marker stands where the gap is: give it the time of the next event
+        # (of the previous one at the end of the block).  Only markers: an
+        # event whose timestamp is out of range stays null.
+        near = pl.col("ts_ns").fill_null(strategy="backward").fill_null(strategy="forward")
         events = events.with_columns(
-            pl.col("ts_ns").fill_null(strategy="backward").fill_null(strategy="forward")
+            pl.when(pl.col("event") == LOST_EVENTS).then(near).otherwise(pl.col("ts_ns"))
+            .alias("ts_ns")
         )
+    events = _conform(events, EVENTS_SCHEMA)
 
-    unparsed = df.filter(candidate & pl.col("h").struct.field("hdr").is_null())
-    last_line = lines["line_no"].max() if truncated else None
+    rejects = REJECTS_SCHEMA.to_frame()
+    if unparsed.height or bad_args.height:
+        rejects = _rejects(unparsed, bad_args, fmt, lines["line_no"].max() if truncated else None)
+
+    meta = df.filter(pl.col("is_meta")).select("line")
+    kernels = meta["line"].str.extract(_KERNEL_LINES, 1).drop_nulls()
+    chunk = Chunk(
+        events=events,
+        rejects=rejects,
+        meta_lines=meta.height,
+        lost_markers=lost_rows.height,
+        lost_events=int(lost_rows["lost_count"].fill_null(0).sum()),
+        buffer_started=int(meta["line"].str.contains(_BUFFER_STARTED).sum()),
+        instances=set(df["instance"].drop_nulls().unique().to_list()),
+        kernel=kernels[0] if kernels.len() else None,
+    )
+    _summarize(chunk)
+    return chunk
+
+
+def _rejects(
+    unparsed: pl.DataFrame, bad_args: pl.DataFrame, fmt: str, truncated_line: int | None
+) -> pl.DataFrame:
+    """The rejects of a block: lines that are no event line, and declared events whose
+    args match no form; ``truncated_line`` is the input's last line when it had
+    no newline."""
     rejects = pl.concat(
         [
             unparsed.select(
@@ -238,43 +492,96 @@ def parse_block(lines: pl.DataFrame, fmt: str, *, truncated: bool = False) -> Ch
                 "line_no",
                 pl.col("line").alias("text"),
                 "raw",
-                (
-                    pl.col("event")
-                    + pl.lit(": arguments match no known format of this event")
-                ).alias("reason"),
+                (pl.col("event") + pl.lit(": arguments match no known format of this event"))
+                .alias("reason"),
             ),
         ]
     ).sort("line_no")
-    if last_line is not None:
+    if truncated_line is not None:
         rejects = rejects.with_columns(
-            pl.when(pl.col("line_no") == last_line)
+            pl.when(pl.col("line_no") == truncated_line)
             .then(pl.lit("truncated last line (no newline at end of input); ") + pl.col("reason"))
             .otherwise(pl.col("reason"))
             .alias("reason")
         )
-    rejects = _conform(rejects, REJECTS_SCHEMA)
+    return _conform(rejects, REJECTS_SCHEMA)
 
-    meta = df.filter(pl.col("is_meta"))
-    kernels = meta["line"].str.extract(_KERNEL_LINES, 1).drop_nulls()
-    return Chunk(
-        events=events,
-        rejects=rejects,
-        meta_lines=meta.height,
-        lost_markers=lost_rows.height,
-        lost_events=int(lost_rows["lost_count"].fill_null(0).sum()),
-        buffer_started=int(meta["line"].str.contains(r"^#+ CPU \d+ buffer started").sum()),
-        instances=set(df["instance"].drop_nulls().unique().to_list()),
-        kernel=kernels[0] if kernels.len() else None,
+
+def _cut_any(work: pl.DataFrame) -> pl.DataFrame:
+    """Layer two: :func:`_split_any` and :func:`_ts_any`, for timestamps of any shape."""
+    for stage in _split_any() + _ts_any():
+        work = work.with_columns(**stage)
+    return work
+
+
+def _fast_path(work: pl.DataFrame, module: ModuleType) -> pl.DataFrame:
+    """Decode each distinct ``_prefix`` and ``_tail`` of the cut lines once, join them back.
+
+    Returns ``work`` with the task, event and decoded columns and ``_ok``,
+    false for the lines this layer could not take.
+    """
+    prefixes = work.select(pl.col("_prefix").unique().drop_nulls())
+    # PREFIX is ASCII: a prefix cut as bytes that is not valid UTF-8 cannot match
+    text = pl.col("_prefix").cast(pl.String, strict=False).alias("_text")
+    prefixes = _typed_task(
+        _match(prefixes.with_columns(text), "_text", module.PREFIX,
+               ["comm", "pid", "tgid", "cpu", "flags"]).drop("_text")
     )
+    tails = _decode_tails(work.select(pl.col("_tail").unique().drop_nulls()), module)
+    # Only the columns some tail fills travel through the join; the others
+    # are added as typed nulls at the end, which costs nothing per row.
+    filled = tails.select(pl.all().is_not_null().any()).row(0, named=True)
+    tails = tails.select([c for c, any_value in filled.items() if any_value or c in _TAIL_KEEP])
+    # Only what the events and rejects need goes on; the split's columns are
+    # dropped here so that their memory is freed before the next step.
+    keep = ["line_no", "line", "raw", "ts_ns", "_ts_ok", "_prefix", "_tail"]
+    work = work.select(keep).join(prefixes, on="_prefix", how="left", maintain_order="left")
+    work = work.drop("_prefix").join(tails, on="_tail", how="left", maintain_order="left")
+    ok = pl.col("comm").is_not_null() & pl.col("event").is_not_null() & pl.col("_ts_ok")
+    return work.with_columns(ok.alias("_ok")).drop("_tail", "_ts_ok")
+
+
+def _summarize(chunk: Chunk) -> None:
+    """Fill the chunk's figures for :meth:`SourceStats.add`."""
+    ev = chunk.events
+    if ev.height == 0:
+        return
+    chunk.event_counts = dict(ev["event"].value_counts().iter_rows())
+    is_vcpu = pl.col("event").is_in(_VCPU_EVENTS) | (pl.col("ioctl_cmd") == "KVM_RUN")
+    real = ev.select("cpu", "ts_ns", "event").filter(
+        (pl.col("event") != LOST_EVENTS) & pl.col("ts_ns").is_not_null()
+    )
+    ts = pl.col("ts_ns")
+    cpus, vcpu_pids = ev.select(
+        pl.col("cpu").drop_nulls().unique().implode(),
+        pl.col("pid").filter(is_vcpu).unique().implode(),
+    ).row(0)
+    chunk.cpus, chunk.vcpu_pids = set(cpus), set(vcpu_pids)
+    if real.height == 0:
+        return
+    # Within a CPU the ring buffer is in time order: count the steps back.
+    chunk.first_ts_ns, chunk.last_ts_ns, chunk.ts_backwards = real.select(
+        ts.min().alias("first"),
+        ts.max().alias("last"),
+        (ts < ts.shift(1).over("cpu")).sum().alias("backwards"),
+    ).row(0)
+    bounds = real.group_by("cpu", maintain_order=True).agg(ts.first(), ts.last().alias("last"))
+    chunk.cpu_ts_bounds = {cpu: (first, last) for cpu, first, last in bounds.iter_rows()}
 
 
 def _conform(df: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
-    return df.select(
-        [
-            (pl.col(c).cast(t) if c in df.columns else pl.lit(None, dtype=t)).alias(c)
-            for c, t in schema.items()
-        ]
-    )
+    """``df`` as exactly ``schema``: its columns in order and typed, the missing ones null."""
+    return df.select(_conform_exprs(tuple(schema.items()), frozenset(df.columns)))
+
+
+@functools.lru_cache(maxsize=256)
+def _conform_exprs(
+    schema: tuple[tuple[str, pl.DataType], ...], have: frozenset[str]
+) -> list[pl.Expr]:
+    # Cached: building the expressions costs more than running them on a small block.
+    return [
+        (pl.col(c).cast(t) if c in have else pl.lit(None, dtype=t)).alias(c) for c, t in schema
+    ]
 
 
 def head_lines(data: bytes, n: int = 200) -> list[str]:
@@ -285,7 +592,7 @@ def head_lines(data: bytes, n: int = 200) -> list[str]:
 def parse_text(text: str, fmt: str | None = None) -> pl.DataFrame:
     """Events of an inline trace (for tests, notebooks and docs examples).
 
-    >>> parse_text("  CPU 0/KVM-4321  [000] .... 5123.000100: kvm_fpu: load")["fpu_load"][0]
+    >>> parse_text("       CPU 0/KVM-4321  [000] .... 5123.000100: kvm_fpu: load")["fpu_load"][0]
     True
     """
     data = text.encode()
@@ -295,4 +602,3 @@ def parse_text(text: str, fmt: str | None = None) -> pl.DataFrame:
             raise InputError("<text>", "cannot tell the trace format from the first lines")
     frame, _ = split_lines(data, 1)
     return parse_block(frame, fmt).events
-
