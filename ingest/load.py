@@ -58,6 +58,7 @@ class SourceReport:
             "format": s.format,
             "compression": self.compression,
             "kernel": s.kernel,
+            "recording": s.recording or None,
             "lines": self.lines,
             "events": s.events,
             "rejects": s.rejects,

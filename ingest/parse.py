@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -60,6 +61,7 @@ _LOST = (
 #: the group-extracting pattern above only runs on the few lines that do.
 _LOST_HINT = "LOST|DROPPED"
 _BUFFER_STARTED = r"^#+ CPU [0-9]+ buffer started"
+_RECORD_HEADER = "# fpureplay-record: "
 _KERNEL_LINES = (
     r"^#\s*(?:os release\s*:|kernel\s*[:=]|fpureplay-record:.*\bkernel=)\s*(?P<kernel>\S+)"
 )
@@ -83,6 +85,8 @@ class Chunk:
     buffer_started: int
     instances: set[str]
     kernel: str | None
+    #: the `# fpureplay-record:` header fields (ingest.record), when this chunk has it
+    recording: dict[str, Any] = field(default_factory=dict)
     event_counts: dict[str, int] = field(default_factory=dict)
     cpus: set[int] = field(default_factory=set)
     vcpu_pids: set[int] = field(default_factory=set)
@@ -115,6 +119,7 @@ class SourceStats:
     vcpu_pids: set[int] = field(default_factory=set)
     instances: set[str] = field(default_factory=set)
     kernel: str | None = None
+    recording: dict[str, Any] = field(default_factory=dict)
     _last_ts_by_cpu: dict[int, int] = field(default_factory=dict, repr=False)
 
     def add(self, chunk: Chunk) -> None:
@@ -127,6 +132,7 @@ class SourceStats:
         self.buffer_started += chunk.buffer_started
         self.instances |= chunk.instances
         self.kernel = self.kernel or chunk.kernel
+        self.recording = self.recording or chunk.recording
         for name, n in chunk.event_counts.items():
             self.event_counts[name] = self.event_counts.get(name, 0) + n
         if chunk.first_ts_ns is not None:
@@ -460,6 +466,7 @@ def parse_block(lines: pl.DataFrame, fmt: str, *, truncated: bool = False) -> Ch
 
     meta = df.filter(pl.col("is_meta")).select("line")
     kernels = meta["line"].str.extract(_KERNEL_LINES, 1).drop_nulls()
+    headers = meta["line"].filter(meta["line"].str.starts_with(_RECORD_HEADER))
     chunk = Chunk(
         events=events,
         rejects=rejects,
@@ -469,6 +476,7 @@ def parse_block(lines: pl.DataFrame, fmt: str, *, truncated: bool = False) -> Ch
         buffer_started=int(meta["line"].str.contains(_BUFFER_STARTED).sum()),
         instances=set(df["instance"].drop_nulls().unique().to_list()),
         kernel=kernels[0] if kernels.len() else None,
+        recording=_recording(headers[0]) if headers.len() else {},
     )
     _summarize(chunk)
     return chunk
@@ -567,6 +575,12 @@ def _summarize(chunk: Chunk) -> None:
     ).row(0)
     bounds = real.group_by("cpu", maintain_order=True).agg(ts.first(), ts.last().alias("last"))
     chunk.cpu_ts_bounds = {cpu: (first, last) for cpu, first, last in bounds.iter_rows()}
+
+
+def _recording(line: str) -> dict[str, Any]:
+    from ingest.record import parse_record_header  # only traces from `record` need it
+
+    return parse_record_header(line)
 
 
 def _conform(df: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:

@@ -20,6 +20,7 @@ SOURCE_KEYS = {
     "format",
     "compression",
     "kernel",
+    "recording",
     "lines",
     "events",
     "rejects",
@@ -109,3 +110,18 @@ def test_adding_keeps_old_sources_and_force_replaces(tmp_path):
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert [s["id"] for s in manifest["sources"]] == [added[0].id]
     assert not (tmp_path / "ds" / "events" / f"source={first[0].id}").exists()
+
+
+def test_record_header_goes_into_the_manifest(tmp_path):
+    header = (
+        '# fpureplay-record: kernel=6.18.44 cpu_model="AMD EPYC" xstate_bytes=2432 '
+        "xsaves_bytes=2472 xfeatures=0xe7 events=default cpus=2\n"
+    )
+    (tmp_path / "r.txt").write_bytes(b"# tracer: nop\n" + header.encode() + TRACE)
+    [report] = ingest_traces([str(tmp_path / "r.txt")], tmp_path / "ds")
+    entry = report.manifest_entry()
+    assert entry["kernel"] == "6.18.44"
+    assert entry["recording"] == {
+        "kernel": "6.18.44", "cpu_model": "AMD EPYC", "xstate_bytes": 2432,
+        "xsaves_bytes": 2472, "xfeatures": 0xE7, "events": "default", "cpus": 2,
+    }  # fmt: skip

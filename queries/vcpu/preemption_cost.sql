@@ -1,32 +1,42 @@
 -- preemption_cost: FPU operations and cost per sched-out inside KVM_RUN, preempted vs blocked.
 --
--- A sched-out inside KVM_RUN is a logged sched_switch whose prev is a vCPU
--- thread, between the start and the end of one of its runs.  Its kind
--- comes from prev_state: R or R+ preempted, S or D blocked, anything else
--- other.  The operations it causes are those triggered at the sched-out
--- itself (trigger sched_out, on its line), and those triggered later at
+-- A sched-out inside KVM_RUN is a context switch away from a vCPU thread
+-- between the start and the end of one of its runs, as the replay counts
+-- them in runs: preemptions (prev_state R or R+), blocks (S or D) and
+-- other_sched_outs (any other state, a thread exiting included, and the
+-- switches the replay had to infer because no sched_switch line shows
+-- them, whose state is unknown).  The operations a sched-out causes are
+-- those triggered at it (trigger sched_out) and those triggered later at
 -- the switch-in and at the guest entry or emulation that reloads the guest
 -- (trigger sched_in, guest_entry, emulation) in the same run, before the
--- next sched-out.  The closed forms of the model: legacy pays 5 operations
--- per sched-out (6 when the registers were lost meanwhile), vcpu_run and
--- deferred 1 (2).  Sched-outs the replay had to infer (no sched_switch
--- line) are not counted, nor the operations at them; operations after them
--- go to the logged sched-out before.
+-- next sched-out: the fpu_ops rows of a run whose sched_out_state (the
+-- kind of the thread's latest sched-out since the KVM_RUN entry) is set.
+-- The swaps at the start and end of KVM_RUN belong to no sched-out.  The
+-- closed forms of the model: legacy pays 5 operations per sched-out (6
+-- when the registers were lost meanwhile), vcpu_run and deferred 1 (2).
 --
--- Performance: the one query of the library over 1 s at 10M events and
--- 17M operations: 6.4 s of CPU (bench/RESULTS.md), where the others take
--- under 0.7 s.  It reads the ~12M operations at sched-outs, switch-ins and
--- re-entries, joins those at a sched-out with its sched_switch line, and
--- places the later ones after their sched-out, which portable SQL (no ASOF
--- join) can only do by sorting them per thread.  Needs fpu_ops.run_idx and
--- line_no.
+-- Inferred sched-outs count as other, with the operations they cause.
+-- Until fpu_ops named each operation's sched-out, this query placed
+-- operations by sorting and counted logged sched-outs only: it left an
+-- inferred sched-out and the operations at it out, and charged those
+-- after it (at the switch-in and the re-entry) to the logged sched-out
+-- before it in the run, which had not caused them.  Otherwise the rows
+-- are the same (on the 15 real captures and the benchmark, to the last
+-- operation).
+--
+-- Needs fpu_ops.sched_out_state: in a dataset replayed before the replay
+-- wrote it the column is null, and the query fails with a conversion
+-- error whose text says to replay the dataset again.  It reads fpu_ops
+-- once, grouped by policy, sched_out_state, trigger and redundant (a few
+-- dozen groups per source), and sums runs' counters.
 --
 -- Parameters: none
 --
 -- Columns:
 --   source                 trace source id
 --   policy                 replayed policy
---   kind                   preempted, blocked or other (prev_state of the sched_switch)
+--   kind                   preempted, blocked or other (prev_state of the sched_switch;
+--                          other includes the inferred sched-outs)
 --   sched_outs             sched-outs of this kind inside KVM_RUN
 --   ops                    FPU operations they cause under the policy
 --   redundant_ops          of which redundant
@@ -34,104 +44,67 @@
 --   ops_per_sched_out      ops / sched_outs
 --   cost_ns_per_sched_out  cost per sched-out, in nanoseconds
 
-WITH vcpus AS (
-  SELECT DISTINCT source, pid FROM runs
-),
-ordered_runs AS (
-  SELECT source, pid, run_idx, end_ns,
-    row_number() OVER (PARTITION BY source, pid ORDER BY start_ns, run_idx) AS run_seq
+WITH run_outs AS (
+  SELECT source,
+    CAST(sum(preemptions) AS BIGINT) AS preempted,
+    CAST(sum(blocks) AS BIGINT) AS blocked,
+    CAST(sum(other_sched_outs) AS BIGINT) AS other
   FROM runs
-),
-switch_outs AS (
-  SELECT
-    e.source,
-    e.prev_pid AS pid,
-    e.ts_ns,
-    e.line_no,
-    CASE
-      WHEN substr(e.prev_state, 1, 1) = 'R' THEN 'preempted'
-      WHEN substr(e.prev_state, 1, 1) IN ('S', 'D') THEN 'blocked'
-      ELSE 'other'
-    END AS kind
-  FROM events AS e
-  JOIN vcpus AS v
-    ON v.source = e.source AND v.pid = e.prev_pid
-  WHERE e.event = 'sched_switch'
-),
-later_ops AS (
-  SELECT source, policy, pid, run_idx, ts_ns, line_no,
-    count(*) AS ops,
-    count(CASE WHEN redundant THEN 1 END) AS redundant_ops,
-    sum(cost_ns) AS cost_ns
-  FROM fpu_ops
-  WHERE run_idx IS NOT NULL AND trigger IN ('sched_in', 'guest_entry', 'emulation')
-  GROUP BY source, policy, pid, run_idx, ts_ns, line_no
-),
-merged AS (
-  SELECT source, pid, start_ns AS ts_ns, 0 AS phase, CAST(NULL AS BIGINT) AS line_no, 0 AS ord,
-    CAST(NULL AS VARCHAR) AS kind, CAST(NULL AS VARCHAR) AS policy, CAST(NULL AS INTEGER) AS run_idx,
-    0 AS ops, 0 AS redundant_ops, CAST(0 AS DOUBLE) AS cost_ns
-  FROM runs
-  UNION ALL
-  SELECT source, pid, ts_ns, 1 AS phase, line_no, 1 AS ord, kind, NULL, NULL, 0, 0, 0
-  FROM switch_outs
-  UNION ALL
-  SELECT source, pid, ts_ns, 1 AS phase, line_no, 2 AS ord, NULL, policy, run_idx, ops,
-    redundant_ops, cost_ns
-  FROM later_ops
-),
-counted AS (
-  SELECT source, pid, ts_ns, line_no, ord, kind, policy, run_idx, ops, redundant_ops, cost_ns,
-    sum(CASE WHEN ord = 0 THEN 1 ELSE 0 END) OVER w AS run_seq,
-    sum(CASE WHEN ord = 1 THEN 1 ELSE 0 END) OVER w AS out_seq
-  FROM merged
-  WINDOW w AS (
-    PARTITION BY source, pid ORDER BY ts_ns, phase, line_no, ord
-    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-  )
-),
-in_run AS (
-  SELECT c.source, c.pid, c.line_no, c.out_seq, c.kind, r.run_idx
-  FROM counted AS c
-  JOIN ordered_runs AS r
-    ON r.source = c.source AND r.pid = c.pid AND r.run_seq = c.run_seq
-  WHERE c.ord = 1 AND c.ts_ns <= r.end_ns
-),
-caused AS (
-  -- Operations at the sched-out itself carry its line.
-  SELECT o.source, o.policy, s.kind, count(*) AS ops,
-    count(CASE WHEN o.redundant THEN 1 END) AS redundant_ops, sum(o.cost_ns) AS cost_ns
-  FROM fpu_ops AS o
-  JOIN in_run AS s
-    ON s.source = o.source AND s.pid = o.pid AND s.line_no = o.line_no
-  WHERE o.trigger = 'sched_out' AND o.run_idx IS NOT NULL
-  GROUP BY o.source, o.policy, s.kind
-  UNION ALL
-  -- Later ones go to the last sched-out before them, if it is in their run.
-  SELECT c.source, c.policy, s.kind, sum(c.ops), sum(c.redundant_ops), sum(c.cost_ns)
-  FROM counted AS c
-  JOIN in_run AS s
-    ON s.source = c.source AND s.pid = c.pid AND s.out_seq = c.out_seq AND s.run_idx = c.run_idx
-  WHERE c.ord = 2
-  GROUP BY c.source, c.policy, s.kind
-),
-op_kinds AS (
-  SELECT source, policy, kind, CAST(sum(ops) AS BIGINT) AS ops,
-    CAST(sum(redundant_ops) AS BIGINT) AS redundant_ops, sum(cost_ns) AS cost_ns
-  FROM caused
-  GROUP BY source, policy, kind
+  GROUP BY source
 ),
 sched_outs AS (
-  SELECT source, kind, count(*) AS sched_outs FROM in_run GROUP BY source, kind
+  SELECT source, 'preempted' AS kind, preempted AS sched_outs FROM run_outs
+  UNION ALL
+  SELECT source, 'blocked' AS kind, blocked AS sched_outs FROM run_outs
+  UNION ALL
+  SELECT source, 'other' AS kind, other AS sched_outs FROM run_outs
+),
+-- Every operation, grouped by the few (state, trigger, redundant, in a run)
+-- values first and folded after: cheaper than a CASE on every row.
+cells AS (
+  SELECT source, policy, sched_out_state, trigger, redundant, run_idx IS NOT NULL AS in_run,
+    count(*) AS ops, sum(cost_ns) AS cost_ns
+  FROM fpu_ops
+  GROUP BY source, policy, sched_out_state, trigger, redundant, run_idx IS NOT NULL
+),
+-- An operation at a sched-out always names it; one that does not comes from
+-- a dataset replayed before fpu_ops had sched_out_line and sched_out_state.
+stale AS (
+  SELECT DISTINCT source FROM cells WHERE trigger = 'sched_out' AND sched_out_state IS NULL
+),
+op_kinds AS (
+  SELECT source, policy,
+    CASE sched_out_state
+      WHEN 'preempted' THEN 'preempted'
+      WHEN 'blocked' THEN 'blocked'
+      ELSE 'other'
+    END AS kind,
+    CAST(sum(ops) AS BIGINT) AS ops,
+    CAST(sum(CASE WHEN redundant THEN ops ELSE 0 END) AS BIGINT) AS redundant_ops,
+    sum(cost_ns) AS cost_ns
+  FROM cells
+  WHERE in_run AND sched_out_state IS NOT NULL
+    AND trigger IN ('sched_out', 'sched_in', 'guest_entry', 'emulation')
+  GROUP BY source, policy,
+    CASE sched_out_state
+      WHEN 'preempted' THEN 'preempted'
+      WHEN 'blocked' THEN 'blocked'
+      ELSE 'other'
+    END
 ),
 policies AS (
-  SELECT DISTINCT source, policy FROM fpu_ops
+  SELECT DISTINCT source, policy FROM cells
 )
 SELECT
   s.source,
   p.policy,
   s.kind,
-  s.sched_outs,
+  CASE
+    WHEN t.source IS NULL THEN s.sched_outs
+    ELSE CAST(
+      'fpu_ops has no sched_out_state (an older replay wrote it): run fpureplay replay again' AS BIGINT
+    )
+  END AS sched_outs,
   coalesce(o.ops, 0) AS ops,
   coalesce(o.redundant_ops, 0) AS redundant_ops,
   coalesce(o.cost_ns, 0) / 1000 AS cost_us,
@@ -142,6 +115,9 @@ JOIN policies AS p
   ON p.source = s.source
 LEFT JOIN op_kinds AS o
   ON o.source = s.source AND o.policy = p.policy AND o.kind = s.kind
+LEFT JOIN stale AS t
+  ON t.source = s.source
+WHERE s.sched_outs > 0
 ORDER BY
   s.source,
   CASE p.policy WHEN 'legacy' THEN 0 WHEN 'vcpu_run' THEN 1 WHEN 'deferred' THEN 2 ELSE 3 END,
