@@ -354,8 +354,9 @@ def _pos(row: tuple) -> tuple[int, int, int, int]:
 
 
 def _attach_run_idx(held: dict[int, list[Held]], runs: pl.DataFrame) -> None:
+    by_pid = {k[0]: part for k, part in runs.partition_by("pid", as_dict=True).items()}
     for pid, intervals in held.items():
-        mine = runs.filter(pl.col("pid") == pid).sort("start_ns")
+        mine = by_pid.get(pid, runs.clear()).sort("start_ns")
         starts = mine["start_ns"].to_list()
         idx = mine["run_idx"].to_list()
         for h in intervals:

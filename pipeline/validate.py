@@ -84,12 +84,19 @@ def validate(
     has_new_act = defer_acts.height > 0
     defer_by_pid = dict(defer_acts.group_by("pid").len().iter_rows())
     sw = tl.switches
+    # Split every table by thread once: filtering per thread is quadratic on
+    # hosts with thousands of vCPU threads.
+    ops_by_pid = _by(ops, "pid")
+    outs_by_pid = _by(sw.filter(~pl.col("inferred")), "prev_pid")
+    inferred_by_pid = dict(sw.filter(pl.col("inferred")).group_by("next_pid").len().iter_rows())
+    fpu_by_pid = _by(df.filter(pl.col("code") == E_FPU), "pid")
+    empty_ops, empty_sw, empty_fpu = ops.clear(), sw.clear(), df.clear()
     for t in tl.vcpu_tasks():
         pid, comm = tl.task_pid[t], tl.task_comm[t]
-        own = ops.filter(pl.col("pid") == pid)
-        inferred = sw.filter(pl.col("inferred") & (pl.col("next_pid") == pid)).height
+        own = ops_by_pid.get(pid, empty_ops)
+        inferred = inferred_by_pid.get(pid, 0)
         missing = f"{inferred} switch-ins inferred (sched_switch not logged)" if inferred else ""
-        fpu = df.filter((pl.col("code") == E_FPU) & (pl.col("pid") == pid))
+        fpu = fpu_by_pid.get(pid, empty_fpu)
         loads = int(fpu["fpu_load"].sum())
         restores = own.filter(pl.col("op") == "restore")
         rows.append(
@@ -100,7 +107,7 @@ def validate(
                  fpu.height - loads, "")
         )  # fmt: skip
         if has_deact:
-            rows.extend(_cs_rows(pid, comm, own, sw, missing))
+            rows.extend(_cs_rows(pid, comm, own, outs_by_pid.get(pid, empty_sw), missing))
         if policy == "deferred" and has_new_act:
             observed = defer_by_pid.get(pid, 0)
             predicted = restores.filter(pl.col("site") == "DEFER").height
@@ -143,12 +150,15 @@ def _count(ops: pl.DataFrame, context: str, site: str) -> int:
     return ops.filter((pl.col("context") == context) & (pl.col("site") == site)).height
 
 
+def _by(df: pl.DataFrame, key: str) -> dict[int, pl.DataFrame]:
+    return {k[0]: part for k, part in df.partition_by(key, as_dict=True).items()}
+
+
 def _cs_rows(
-    pid: int, comm: str | None, own: pl.DataFrame, sw: pl.DataFrame, missing: str
+    pid: int, comm: str | None, own: pl.DataFrame, outs: pl.DataFrame, missing: str
 ) -> list[dict[str, Any]]:
-    """Per logged sched-out: predicted CS-out save vs the kernel's deactivated line."""
+    """Per logged sched-out of the thread (``outs``): predicted CS-out save vs the kernel's line."""
     saves = set(own.filter(pl.col("site") == "CS-out")["line_no"].to_list())
-    outs = sw.filter((pl.col("prev_pid") == pid) & ~pl.col("inferred"))
     rows = []
     for check, sel in (("cs_saves", outs), ("cs_saves_in_kvm_run", outs.filter("prev_in_run"))):
         lines = sel["line_no"].to_list()
