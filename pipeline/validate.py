@@ -91,8 +91,12 @@ def validate(
     inferred_by_pid = dict(sw.filter(pl.col("inferred")).group_by("next_pid").len().iter_rows())
     fpu_by_pid = _by(df.filter(pl.col("code") == E_FPU), "pid")
     empty_ops, empty_sw, empty_fpu = ops.clear(), sw.clear(), df.clear()
+    # One row set per pid: threads that reuse a pid within the trace are
+    # compared together (the kernel's events carry only the pid).
+    comms: dict[int, str | None] = {}
     for t in tl.vcpu_tasks():
-        pid, comm = tl.task_pid[t], tl.task_comm[t]
+        comms.setdefault(tl.task_pid[t], tl.task_comm[t])
+    for pid, comm in comms.items():
         own = ops_by_pid.get(pid, empty_ops)
         inferred = inferred_by_pid.get(pid, 0)
         missing = f"{inferred} switch-ins inferred (sched_switch not logged)" if inferred else ""
