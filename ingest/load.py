@@ -103,20 +103,51 @@ def iter_parsed(
     *,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     workers: int = 2,
+    arrow: bool = False,
 ) -> Iterator[tuple[Block, Chunk, int]]:
     """Parse ``source`` block by block, ``workers`` blocks at a time, in order.
 
     polars releases the GIL, so threads give real parallelism; at most
-    ``workers + 1`` blocks are in flight, which bounds memory.
+    ``workers + 1`` blocks are in flight, which bounds memory.  ``arrow``:
+    the workers also convert each chunk's frames for the Parquet writer
+    (``Chunk.arrow_events``, ``arrow_rejects``), off the reading thread.
     """
-    blocks = source.blocks(block_bytes)
+    # The reader does not count lines (split_lines does anyway): each job
+    # learns where its block starts from the job before it, as soon as that
+    # one has split its block, and tells the next.  Jobs start in order, so
+    # the one a job waits for is always running.
+    blocks = source.blocks(block_bytes, count_lines=False)
 
-    def job(block: Block, fmt: str) -> tuple[Block, Chunk, int]:
-        frame, invalid = split_lines(block.data, block.first_line_no)
-        return block, parse_block(frame, fmt, truncated=block.truncated), invalid
+    def job(
+        block: Block, fmt: str, start: Future[int], after: Future[int]
+    ) -> tuple[Block, Chunk, int, int]:
+        try:
+            frame, invalid = split_lines(block.data, 1)
+            first = start.result()
+            after.set_result(first + frame.height)
+        except BaseException as exc:
+            if not after.done():
+                after.set_exception(exc)
+            raise
+        if first != 1:
+            frame = frame.with_columns(pl.col("line_no") + (first - 1))
+        block.first_line_no = first
+        chunk = parse_block(frame, fmt, truncated=block.truncated)
+        if arrow:
+            chunk.arrow_events = ds.PartitionWriter.arrow(chunk.events)
+            if chunk.rejects.height:
+                chunk.arrow_rejects = ds.PartitionWriter.arrow(chunk.rejects)
+        return block, chunk, invalid, frame.height
 
+    def numbered(done: Future[tuple[Block, Chunk, int, int]]) -> tuple[Block, Chunk, int]:
+        block, chunk, invalid, n = done.result()
+        source.lines += n
+        return block, chunk, invalid
+
+    start: Future[int] = Future()
+    start.set_result(1)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending: deque[Future[tuple[Block, Chunk, int]]] = deque()
+        pending: deque[Future[tuple[Block, Chunk, int, int]]] = deque()
         for block in blocks:
             if fmt == "auto":
                 fmt = detect_format(head_lines(block.data)) or ""
@@ -130,11 +161,13 @@ def iter_parsed(
                         line=1,
                     )
             source.format = fmt
-            pending.append(pool.submit(job, block, fmt))
+            after: Future[int] = Future()
+            pending.append(pool.submit(job, block, fmt, start, after))
+            start = after
             while len(pending) > max(1, workers):
-                yield pending.popleft().result()
+                yield numbered(pending.popleft())
         while pending:
-            yield pending.popleft().result()
+            yield numbered(pending.popleft())
 
 
 def parse_file(path: str, fmt: str = "auto") -> pl.DataFrame:
@@ -216,7 +249,7 @@ def _ingest_one(
     stats: SourceStats | None = None
     first_reject: tuple[int, str] | None = None
     for _block, chunk, invalid in iter_parsed(
-        source, fmt, block_bytes=block_bytes, workers=workers
+        source, fmt, block_bytes=block_bytes, workers=workers, arrow=True
     ):
         stats = stats or SourceStats(source.format or fmt)
         stats.add(chunk)
@@ -225,9 +258,11 @@ def _ingest_one(
             first_reject = (chunk.rejects["line_no"][0], chunk.rejects["reason"][0])
         if strict and (first_reject or stats.lost_markers):
             _strict_failure(source, first_reject, chunk)
-        events.write(chunk.events)
+        events.write(chunk.arrow_events if chunk.arrow_events is not None else chunk.events)
         if chunk.rejects.height:
-            rejects.write(chunk.rejects)
+            rejects.write(
+                chunk.arrow_rejects if chunk.arrow_rejects is not None else chunk.rejects
+            )
         if progress:
             progress(source.display_path, source.bytes, total)
     events.close()

@@ -96,6 +96,10 @@ class Chunk:
     ts_backwards: int = 0
     #: per CPU: (first, last) timestamp of the chunk's events
     cpu_ts_bounds: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: ``events`` / ``rejects`` as Arrow tables for the Parquet writer, when
+    #: the worker converted them (ingest.load.iter_parsed ``arrow=True``)
+    arrow_events: Any = None
+    arrow_rejects: Any = None
 
 
 @dataclass

@@ -29,8 +29,10 @@ DEFAULT_BLOCK_BYTES = 8 << 20  # peak RSS ~420 MB at 10M lines (bench/RESULTS.md
 class Block:
     """Whole lines of the input, numbered from ``first_line_no``."""
 
+    #: 0 when the block came from ``blocks(count_lines=False)``: the consumer numbers it
     first_line_no: int
-    data: bytes
+    #: bytes, or a bytearray read in place (never changed once yielded)
+    data: bytes | bytearray
     #: the input ended without a newline after the last line of this block
     truncated: bool = False
 
@@ -55,15 +57,26 @@ class TraceInput:
         """The path as the user gave it (``-`` is shown as ``<stdin>``)."""
         return "<stdin>" if self.path == "-" else self.path
 
-    def blocks(self, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[Block]:
-        """Yield the input's lines in blocks of about ``block_bytes``."""
+    def blocks(
+        self, block_bytes: int = DEFAULT_BLOCK_BYTES, *, count_lines: bool = True
+    ) -> Iterator[Block]:
+        """Yield the input's lines in blocks of about ``block_bytes``.
+
+        With ``count_lines=False`` the blocks are not numbered
+        (``first_line_no`` is 0) and ``lines`` is left to the consumer, which
+        counts them anyway (:func:`ingest.lines.split_lines`): the reader then
+        spares a pass over every byte.
+        """
         raw = self._open_raw()
         try:
             head = raw.read(max(block_bytes, 1 << 16))
             if head.startswith(tracecmd.DAT_MAGIC):
-                yield from self._dat_blocks(raw, head, block_bytes)
+                yield from self._dat_blocks(raw, head, block_bytes, count_lines)
                 return
-            yield from self._split(self._text_chunks(raw, head, block_bytes))
+            if not head.startswith((GZIP_MAGIC, ZSTD_MAGIC)) and hasattr(raw, "readinto"):
+                yield from self._plain_blocks(raw, head, block_bytes, count_lines)
+                return
+            yield from self._split(self._text_chunks(raw, head, block_bytes), count_lines)
         finally:
             if raw is not sys.stdin.buffer:
                 raw.close()
@@ -114,7 +127,54 @@ class TraceInput:
         except (zlib.error, zstandard.ZstdError) as exc:
             raise InputError(self.display_path, f"corrupt {kind} stream: {exc}") from exc
 
-    def _dat_blocks(self, raw: IO[bytes], head: bytes, size: int) -> Iterator[Block]:
+    def _plain_blocks(
+        self, raw: IO[bytes], head: bytes, size: int, count_lines: bool
+    ) -> Iterator[Block]:
+        """Uncompressed text: read each block in place, after the previous one's tail.
+
+        The same blocks as :meth:`_split` over :meth:`_text_chunks`, with one
+        copy of the bytes (the read) instead of three.
+        """
+        self._hash.update(head)
+        self.bytes += len(head)
+        carry = b""
+        buf = bytearray(head)
+        while True:
+            if buf is None:
+                buf = bytearray(len(carry) + size)
+                buf[: len(carry)] = carry
+                with memoryview(buf) as view:
+                    got = raw.readinto(view[len(carry) :]) or 0
+                    self._hash.update(view[len(carry) : len(carry) + got])
+                self.bytes += got
+                if not got:
+                    break
+                del buf[len(carry) + got :]
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:
+                carry, buf = bytes(buf), None  # a very long line: keep reading
+                continue
+            carry = bytes(buf[cut:])
+            del buf[cut:]
+            yield self._numbered(buf, count_lines)
+            buf = None
+        self.sha256 = self._hash.hexdigest()
+        if carry:
+            self.truncated = True
+            yield self._numbered(carry, count_lines, truncated=True)
+
+    def _numbered(
+        self, data: bytes | bytearray, count_lines: bool, truncated: bool = False
+    ) -> Block:
+        if not count_lines:
+            return Block(0, data, truncated=truncated)
+        block = Block(self.lines + 1, data, truncated=truncated)
+        self.lines += 1 if truncated else data.count(b"\n")
+        return block
+
+    def _dat_blocks(
+        self, raw: IO[bytes], head: bytes, size: int, count_lines: bool = True
+    ) -> Iterator[Block]:
         if self.path == "-":
             raise InputError(
                 "<stdin>", "a trace-cmd .dat file cannot be read from stdin; pass its path"
@@ -128,15 +188,14 @@ class TraceInput:
         proc, out = tracecmd.open_dat(self.path)
         self.kernel = tracecmd.dat_uname(self.path)
         try:
-            yield from self._split(iter(lambda: out.read(size), b""))
+            yield from self._split(iter(lambda: out.read(size), b""), count_lines)
         finally:
             out.close()
         tracecmd.finish_dat(proc, self.path)
 
     # -- lines ---------------------------------------------------------------------
-    def _split(self, chunks: Iterator[bytes]) -> Iterator[Block]:
+    def _split(self, chunks: Iterator[bytes], count_lines: bool = True) -> Iterator[Block]:
         carry = b""
-        line_no = 1
         for chunk in chunks:
             data = carry + chunk if carry else chunk
             cut = data.rfind(b"\n") + 1
@@ -144,11 +203,7 @@ class TraceInput:
                 carry = data  # a very long line: keep reading
                 continue
             block, carry = data[:cut], data[cut:]
-            yield Block(line_no, block)
-            n = block.count(b"\n")
-            line_no += n
-            self.lines += n
+            yield self._numbered(block, count_lines)
         if carry:
             self.truncated = True
-            self.lines += 1
-            yield Block(line_no, carry, truncated=True)
+            yield self._numbered(carry, count_lines, truncated=True)
