@@ -17,12 +17,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 # trace-cmd turns .dat captures into text; tests of that path skip without it.
+# chromium + chromium-driver (Debian's, never a downloaded browser) run the
+# dashboard's browser tests; they skip, saying why, without them.
 system-deps:
 	@command -v trace-cmd >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && apt-get install -y -qq trace-cmd) >/dev/null 2>&1 \
 	      || echo "note: could not install trace-cmd; .dat tests will skip" >&2; \
 	  else echo "note: trace-cmd not installed; .dat tests will skip" >&2; fi; }
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 \
+	      || echo "note: could not install chromium; browser tests will skip" >&2; \
+	  else echo "note: chromium/chromedriver not installed; browser tests will skip" >&2; fi; }
 
 lint: install
 	$(BIN)/ruff check .

@@ -280,7 +280,8 @@ def demo(
     Writes DIR/host.tracefs.txt (the built-in model's `mixed` preset, as a
     6.18 kernel logs it, with its truth.json), ingests it together with the
     bundled real 6.18 capture into DIR/dataset, replays all three policies
-    and prints the policy summary and the savings of the 2017 patch.
+    and prints the policy summary and the savings of the 2017 patch, then
+    writes DIR/dashboard.html.
     """
     from ingest.load import ingest_traces
     from pipeline.model.api import generate
@@ -301,11 +302,17 @@ def demo(
         import queries
 
         emit(queries.run(dataset, "savings").to_dicts(), title="what the 2017 patch saves")
+        from dashboards.build import write_dashboard
+
+        page = output / "dashboard.html"
+        write_dashboard(dataset, page)
+        typer.echo(f"dashboard: {page}", err=True)
 
 
 def _register() -> None:
     # Commands that live with their area; each module keeps heavy imports
     # inside the command so that `--help` stays fast.
+    from dashboards.cli import dashboard
     from ingest.record_cli import record
     from pipeline.audit_cli import audit
     from pipeline.model.cli import simulate, sweep
@@ -314,6 +321,7 @@ def _register() -> None:
     app.command("simulate")(simulate)
     app.command("sweep")(sweep)
     app.command("query")(query)
+    app.command("dashboard")(dashboard)
     app.command("record")(record)
     app.command("audit")(audit)
 

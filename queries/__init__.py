@@ -13,6 +13,7 @@ Example::
     queries.run("ds", "policy_summary")            # -> polars.DataFrame
     queries.run("ds", "timeline", bucket_ms=0.5)
     con = queries.connect("ds")                    # DuckDB, views registered
+    queries.manifest("ds")                         # manifest.json as a dict
     con.sql("SELECT policy, count(*) FROM fpu_ops GROUP BY policy").pl()
 
 Importing this package loads neither DuckDB nor polars.
@@ -21,7 +22,7 @@ Importing this package loads neither DuckDB nor polars.
 from __future__ import annotations
 
 from queries.catalog import Column, Param, Query, catalog
-from queries.runner import QueryError, bind, connect, get, run, run_sql
+from queries.runner import QueryError, bind, connect, get, manifest, run, run_sql
 
 __all__ = [
     "Column",
@@ -32,6 +33,7 @@ __all__ = [
     "catalog",
     "connect",
     "get",
+    "manifest",
     "run",
     "run_sql",
 ]

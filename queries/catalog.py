@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 
 #: The views shipped SQL may read (registered by queries.tables).
-VIEWS = ("events", "rejects", "runs", "fpu_ops", "sources")
+VIEWS = ("events", "rejects", "runs", "fpu_ops", "validation", "audit", "sources")
 
 #: Parameter types a header may declare, with what a value must be.
 PARAM_TYPES = {

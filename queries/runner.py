@@ -47,13 +47,31 @@ def _connect(dataset: str | Path) -> tuple[duckdb.DuckDBPyConnection, Binding]:
         manifest = read_manifest(root)
     except InputError as exc:
         raise QueryError(str(exc)) from None
+    # No progress bar: DuckDB draws it on stdout, even into a pipe, where it
+    # would corrupt `fpureplay query -f csv` output and the dashboard's line.
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     try:
         binding = register(con, root, manifest)
     except duckdb.Error as exc:
         con.close()
         raise QueryError(f"{root}: cannot read its Parquet files: {_first_line(exc)}") from None
     return con, binding
+
+
+def manifest(dataset: str | Path) -> dict[str, Any]:
+    """The dataset's ``manifest.json`` as a dict; QueryError when it is not a dataset.
+
+    What the views are built from besides the Parquet: for provenance (the
+    dashboard embeds it) and for nested per-source facts no view flattens.
+    """
+    from ingest.dataset import read_manifest
+    from ingest.errors import InputError
+
+    try:
+        return read_manifest(Path(dataset))
+    except InputError as exc:
+        raise QueryError(str(exc)) from None
 
 
 def get(name: str) -> Query:

@@ -1,8 +1,8 @@
 """The views shipped SQL reads, bound to one dataset's Parquet and manifest.
 
 Shipped SQL names views only (``events``, ``rejects``, ``runs``,
-``fpu_ops``, ``sources``), never files, so the same text can run on another
-engine that registers the same views.  Each view has a declared column list
+``fpu_ops``, ``validation``, ``sources``), never files, so the same text
+can run on another engine that registers the same views.  Each view has a declared column list
 (name, type, and whether a dataset must have it):
 
 * a declared column the files lack is an error when it is *required* (the
@@ -140,10 +140,41 @@ def _specs() -> dict[str, TableSpec]:
                 Col("run_idx", "INTEGER", opt),
                 Col("line_no", "BIGINT", opt),
                 Col("site", "VARCHAR", opt),  # the reference's site tag: KVM-put, CS-out, ...
+                # The thread's latest sched-out in the current KVM_RUN (docs/replay.md):
+                # its line and kind.  Null in datasets replayed before they existed.
+                Col("sched_out_line", "BIGINT", opt),
+                Col("sched_out_state", "VARCHAR", opt),
             ),
             "fpureplay replay {root}",
         ),
+        # Written by the replay since it validates each source; datasets
+        # replayed before that have none, and only the validation query needs it.
+        "validation": TableSpec(
+            "validation",
+            ("source",),
+            (
+                Col("policy", "VARCHAR"),
+                Col("pid", "INTEGER"),
+                Col("comm", "VARCHAR"),
+                Col("check", "VARCHAR"),
+                Col("predicted", "BIGINT"),
+                Col("observed", "BIGINT"),
+                Col("difference", "BIGINT"),
+                Col("agreement_pct", "DOUBLE"),
+                Col("causes", "VARCHAR"),
+            ),
+            "fpureplay replay {root}",
+        ),
+        # The migration-safety audit (pipeline.audit): one row per FPU-state ioctl.
+        "audit": TableSpec("audit", ("source",), _audit_columns(), "fpureplay audit {root}"),
     }
+
+
+def _audit_columns() -> tuple[Col, ...]:
+    # pipeline.audit.AUDIT_SCHEMA is the source of truth for the audit columns.
+    from pipeline.audit import AUDIT_SCHEMA
+
+    return tuple(Col(name, _duck_type(dtype)) for name, dtype in AUDIT_SCHEMA.items())
 
 
 #: Declared columns of the manifest-backed ``sources`` view (``id`` is

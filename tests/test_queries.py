@@ -165,6 +165,9 @@ def build_golden(root: Path) -> Path:
     dataset = root / "ds"
     ingest_traces([str(root / "steady.txt"), str(root / "rough.txt")], dataset)
     replay_dataset(dataset, cost_model=golden_cost_model())
+    from pipeline.audit import audit_dataset
+
+    audit_dataset(dataset)  # no FPU-state ioctl in either trace: an empty audit table
     return dataset
 
 
@@ -339,7 +342,11 @@ def test_preemption_cost(golden):
     # 560): 5 ops (put SG RU†, CS-out SU†, re-entry SU† RG) + 6 (the same and
     # RU† at the invalid switch-in) = 11, 3 + 4 = 7 redundant; blocked (410): 5, 3.
     # vcpu_run: SG per sched-out, plus RG at the invalid switch-in (700);
-    # deferred: the same RG, deferred to the guest entry at 706.
+    # deferred: the same RG, deferred to the guest entry at 706.  The same
+    # rows as when the query placed operations by sorting: the replay's
+    # fpu_ops.sched_out_state names the sched-out each of these follows, and
+    # no switch is inferred inside a run (ROUGH's is outside), so the one
+    # difference (test_preemption_cost_of_an_inferred_sched_out) does not arise.
     assert rows(golden, "preemption_cost") == [
         (S, "legacy", "preempted", 2, 11, 7, 1.1, 11 / 2, 1100.0 / 2),
         (S, "legacy", "blocked", 1, 5, 3, 0.5, 5 / 1, 500.0 / 1),
@@ -351,13 +358,99 @@ def test_preemption_cost(golden):
 
 
 def test_preemption_cost_matches_the_runs_table(golden):
-    # The sched-outs the query finds in runs are the ones the replay counted.
+    # The query's sched-outs are the ones the replay counted in runs.
     con = queries.connect(golden)
     [(preempted, blocked)] = con.execute(
         "SELECT sum(preemptions), sum(blocks) FROM runs WHERE source = $s", {"s": S}
     ).fetchall()
     got = {r[2]: r[3] for r in rows(golden, "preemption_cost") if r[:2] == (S, "legacy")}
     assert got == {"preempted": preempted, "blocked": blocked} == {"preempted": 2, "blocked": 1}
+
+
+#: vCPU E = pid 4600 `CPU 0/KVM`, one KVM_RUN 100 -> 361 µs after 300 s: preempted
+#: (R) by kworker at 160 and back at 200 on CPU 0, then seen entering the guest
+#: on CPU 1 at 300 with no sched_switch line: the replay infers its sched-out
+#: from CPU 0 (state unknown) and its switch-in on CPU 1, where bash had gone idle.
+INFERRED_LINES = [
+    "# tracer: nop",
+    "#",
+    "            bash-900     [001] d..2.   300.000050: sched_switch: prev_comm=bash prev_pid=900"
+    " prev_prio=120 prev_state=S ==> next_comm=swapper/1 next_pid=0 next_prio=120",
+    "       CPU 0/KVM-4600    [000] .....   300.000100: kvm_fpu: load",
+    "       CPU 0/KVM-4600    [000] d..1.   300.000102: kvm_entry: vcpu 0, rip 0xffffffff81c3d9e4",
+    "       CPU 0/KVM-4600    [000] d..1.   300.000150: kvm_exit: vcpu 0 reason EPT_MISCONFIG"
+    " rip 0xffffffff81a0b2c6 info1 0x0000000000000000 info2 0x0000000000000000"
+    " intr_info 0x00000000 error_code 0x00000000",
+    "       CPU 0/KVM-4600    [000] d..2.   300.000160: sched_switch: prev_comm=CPU 0/KVM"
+    " prev_pid=4600 prev_prio=120 prev_state=R ==> next_comm=kworker/0:1 next_pid=87"
+    " next_prio=120",
+    "     kworker/0:1-87      [000] d..2.   300.000200: sched_switch: prev_comm=kworker/0:1"
+    " prev_pid=87 prev_prio=120 prev_state=I ==> next_comm=CPU 0/KVM next_pid=4600"
+    " next_prio=120",
+    "       CPU 0/KVM-4600    [000] d..1.   300.000206: kvm_entry: vcpu 0, rip 0xffffffff81c3d9e4",
+    "       CPU 0/KVM-4600    [000] d..1.   300.000250: kvm_exit: vcpu 0 reason hlt"
+    " rip 0xffffffff81a0b2c6 info1 0x0000000000000000 info2 0x0000000000000000"
+    " intr_info 0x00000000 error_code 0x00000000",
+    "       CPU 0/KVM-4600    [001] d..1.   300.000300: kvm_entry: vcpu 0, rip 0xffffffff81c3d9e4",
+    "       CPU 0/KVM-4600    [001] d..1.   300.000350: kvm_exit: vcpu 0 reason IO_INSTRUCTION"
+    " rip 0xffffffff8102f6f4 info1 0x0000000000000000 info2 0x0000000000000000"
+    " intr_info 0x00000000 error_code 0x00000000",
+    "       CPU 0/KVM-4600    [001] .....   300.000360: kvm_fpu: unload",
+    "       CPU 0/KVM-4600    [001] .....   300.000361: kvm_userspace_exit: reason KVM_EXIT_IO (2)",
+]
+
+
+def test_preemption_cost_of_an_inferred_sched_out(tmp_path):
+    # Where the query's meaning changed with fpu_ops.sched_out_state.  Before,
+    # it placed operations after the last *logged* sched-out by sorting: the
+    # inferred sched-out was not counted, the operations at it were left out,
+    # and those at E's switch-in on CPU 1 and re-entry there went to the
+    # preemption at 160, which had not caused them (legacy 8 ops, 5
+    # redundant; vcpu_run and deferred 2 for one preemption).  Now the
+    # inferred sched-out counts as other (runs.other_sched_outs) with the
+    # operations that name it.  legacy: put SG RU† and CS-out SU† at it, RU†
+    # at the switch-in (CPU 1's registers are not E's), SU† RG at the
+    # re-entry: 6, 4 redundant.  vcpu_run: SG at it, RG at the switch-in;
+    # deferred: SG, RG deferred to the guest entry at 300.  Preempted keeps
+    # what the sched-out at 160 caused, as in STEADY: legacy 5 (3 redundant),
+    # vcpu_run and deferred 1 (the switch-in at 200 finds the registers
+    # valid: kworker is a kernel thread).
+    trace = tmp_path / "inferred.txt"
+    text = ("\n".join(INFERRED_LINES) + "\n").encode()
+    trace.write_bytes(text)
+    dataset = tmp_path / "ds"
+    from ingest import ingest_traces
+    from pipeline.orchestrate import replay_dataset
+
+    ingest_traces([str(trace)], dataset)
+    replay_dataset(dataset, cost_model=golden_cost_model())
+    i = f"inferred-{hashlib.sha256(text).hexdigest()[:12]}"
+    con = queries.connect(dataset)
+    assert con.execute(
+        "SELECT preemptions, blocks, other_sched_outs, inferred_switch_ins FROM runs"
+    ).fetchall() == [(1, 0, 1, 1)]
+    assert rows(dataset, "preemption_cost") == [
+        (i, "legacy", "preempted", 1, 5, 3, 0.5, 5 / 1, 500.0 / 1),
+        (i, "legacy", "other", 1, 6, 4, 0.6, 6 / 1, 600.0 / 1),
+        (i, "vcpu_run", "preempted", 1, 1, 0, 0.1, 1 / 1, 100.0 / 1),
+        (i, "vcpu_run", "other", 1, 2, 0, 0.2, 2 / 1, 200.0 / 1),
+        (i, "deferred", "preempted", 1, 1, 0, 0.1, 1 / 1, 100.0 / 1),
+        (i, "deferred", "other", 1, 2, 0, 0.2, 2 / 1, 200.0 / 1),
+    ]
+
+
+def test_preemption_cost_needs_sched_out_state(golden, tmp_path):
+    # A dataset replayed before fpu_ops had sched_out_line and sched_out_state:
+    # the view gives them as NULL, which would read as no operation at all.
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(golden, old)
+    for part in old.glob("fpu_ops/*/*/*.parquet"):
+        pl.read_parquet(part).drop("sched_out_line", "sched_out_state").write_parquet(part)
+    with pytest.raises(queries.QueryError, match="no sched_out_state"):
+        queries.run(old, "preemption_cost")
+    assert queries.run(old, "policy_summary").height == 6  # the other queries still run
 
 
 def test_fpu_reload_rate(golden):
@@ -477,3 +570,236 @@ def test_output_types_are_plain(golden):
         assert frame.columns == [c.name for c in query.columns], name
         for col, dtype in frame.schema.items():
             assert isinstance(dtype, plain), (name, col, dtype)
+
+
+# -- the dashboard's queries (issue 6) ------------------------------------------------
+
+
+def test_ops_breakdown(golden):
+    # STEADY, the counts of test_policy_summary split by need.  legacy's 3P + k
+    # = 10 redundant: SU 2P = 6 (a save at each sched-out after the put's
+    # restore, and at each re-entry after it) and RU P + k = 4 (the puts'
+    # restores and the eager restore at the switch-in by fpu-hog); SU 8 - 6 = 2
+    # and RU 6 - 4 = 2 needed (KVM_RUN's entry and exit, A and B).  vcpu_run
+    # and deferred: nothing redundant.  Every operation costs 100 ns.
+    b = 2688  # bytes per operation
+    steady = [r for r in rows(golden, "ops_breakdown") if r[0] == S]
+    assert steady == [
+        (S, "legacy", "save", "user", False, 2, 2 * b, 0.2, 100 * 2 / 24),
+        (S, "legacy", "save", "user", True, 6, 6 * b, 0.6, 100 * 6 / 24),
+        (S, "legacy", "save", "guest", False, 5, 5 * b, 0.5, 100 * 5 / 24),
+        (S, "legacy", "restore", "user", False, 2, 2 * b, 0.2, 100 * 2 / 24),
+        (S, "legacy", "restore", "user", True, 4, 4 * b, 0.4, 100 * 4 / 24),
+        (S, "legacy", "restore", "guest", False, 5, 5 * b, 0.5, 100 * 5 / 24),
+        (S, "vcpu_run", "save", "user", False, 2, 2 * b, 0.2, 100 * 2 / 12),
+        (S, "vcpu_run", "save", "guest", False, 5, 5 * b, 0.5, 100 * 5 / 12),
+        (S, "vcpu_run", "restore", "user", False, 2, 2 * b, 0.2, 100 * 2 / 12),
+        (S, "vcpu_run", "restore", "guest", False, 3, 3 * b, 0.3, 100 * 3 / 12),
+        (S, "deferred", "save", "user", False, 2, 2 * b, 0.2, 100 * 2 / 12),
+        (S, "deferred", "save", "guest", False, 5, 5 * b, 0.5, 100 * 5 / 12),
+        (S, "deferred", "restore", "user", False, 2, 2 * b, 0.2, 100 * 2 / 12),
+        (S, "deferred", "restore", "guest", False, 3, 3 * b, 0.3, 100 * 3 / 12),
+    ]
+
+
+def test_ops_breakdown_sums_to_the_policy_summary(golden):
+    cells = queries.run(golden, "ops_breakdown")
+    totals = cells.group_by("source", "policy").agg(pl.col("ops").sum(), pl.col("bytes").sum())
+    summary = queries.run(golden, "policy_summary").select("source", "policy", "ops", "bytes")
+    assert totals.sort("source", "policy").equals(summary.sort("source", "policy"))
+
+
+def test_ops_per_run_of_complete_runs(golden):
+    # ROUGH's three runs are all cut: none counted.  STEADY: A's run does
+    # 4 + 5P + k = 20 operations under legacy, 4 + P + k = 8 under the others;
+    # B's plain run 4.
+    assert rows(golden, "ops_per_run") == [
+        (S, policy, ops, 1, 50.0, cum)
+        for policy, a_ops in (("legacy", 20), ("vcpu_run", 8), ("deferred", 8))
+        for ops, cum in ((4, 50.0), (a_ops, 100.0))
+    ]
+
+
+def test_ops_per_run_with_incomplete_runs(golden):
+    # ROUGH: run 0 holds the 2 operations at its end, run 1 its 4, run 2 the
+    # 2 of its load (the migration's 2 are outside any run): buckets 2 (2 runs)
+    # and 4 (1 run), under every policy.
+    rough = [r for r in rows(golden, "ops_per_run", include_incomplete=True) if r[0] == R]
+    assert rough == [
+        (R, policy, ops, runs, 100 * runs / 3, 100 * cum / 3)
+        for policy in ("legacy", "vcpu_run", "deferred")
+        for ops, runs, cum in ((2, 2, 2), (4, 1, 3))
+    ]
+
+
+def test_thread_states(golden):
+    # STEADY, A (CPU 0): in KVM_RUN from its first line (100 µs) to its first
+    # sched-out (160, R: preempted until kworker switches it back in at 300),
+    # blocked 410 (S) -> 500, preempted 560 (R+) -> 700, in KVM_RUN to 812,
+    # where the run and the trace end.  B never switches: on CPU 1 (its run's
+    # CPU) from the trace's first instant, in userspace but for its run 200 -> 261.
+    # ROUGH, C never switches either: CPU 1 (run 0's), runs 0 (cut, from the
+    # trace's start at 40), 1 (100 -> 161) and 2 (300 -> the end at 302).
+    # Times in ns after 5123 s (STEADY) and 200 s (ROUGH).
+    def r(src, cpu, pid, comm, state, start_us, end_us, base_s, first_us):
+        start, end = (base_s * 10**9 + us * 1000 for us in (start_us, end_us))
+        ms = ((us - first_us) * 1000 / 1000000 for us in (start_us, end_us))
+        return (src, cpu, pid, comm, state, start, end, *ms)
+
+    c, a, b = "CPU 1/KVM", "CPU 0/KVM", "CPU 1/KVM"
+    assert rows(golden, "thread_states") == [
+        r(R, 1, 4400, c, "kvm_run", 40, 61, 200, 40),
+        r(R, 1, 4400, c, "user", 61, 100, 200, 40),
+        r(R, 1, 4400, c, "kvm_run", 100, 161, 200, 40),
+        r(R, 1, 4400, c, "user", 161, 300, 200, 40),
+        r(R, 1, 4400, c, "kvm_run", 300, 302, 200, 40),
+        r(S, 0, 4321, a, "kvm_run", 100, 160, 5123, 100),
+        r(S, 0, 4321, a, "preempted", 160, 300, 5123, 100),
+        r(S, 0, 4321, a, "kvm_run", 300, 410, 5123, 100),
+        r(S, 0, 4321, a, "blocked", 410, 500, 5123, 100),
+        r(S, 0, 4321, a, "kvm_run", 500, 560, 5123, 100),
+        r(S, 0, 4321, a, "preempted", 560, 700, 5123, 100),
+        r(S, 0, 4321, a, "kvm_run", 700, 812, 5123, 100),
+        r(S, 1, 4322, b, "user", 100, 200, 5123, 100),
+        r(S, 1, 4322, b, "kvm_run", 200, 261, 5123, 100),
+        r(S, 1, 4322, b, "user", 261, 812, 5123, 100),
+    ]
+    only = queries.run(golden, "thread_states", source=S)
+    assert only["source"].unique().to_list() == [S] and only.height == 10
+
+
+def test_op_marks(golden):
+    # STEADY under vcpu_run, in time order: A's KVM_RUN entry at 100 (ioctl
+    # entry: save user, restore guest), its three sched-outs (save guest each;
+    # only the R+ one's switch-in by a user task needs a restore at 700), B's
+    # run 200 -> 260, and A's exit at 811.  t_ms counts from the first event (100).
+    steady = [r[2:10] for r in rows(golden, "op_marks", policy="vcpu_run") if r[0] == S]
+    ns = 5123 * 10**9
+
+    def m(pid, cpu, us, op, ctx, trigger):
+        return (pid, cpu, ns + us * 1000, (us - 100) * 1000 / 1000000, op, ctx, trigger, False)
+
+    assert steady == [
+        m(4321, 0, 100, "save", "user", "ioctl_entry"),
+        m(4321, 0, 100, "restore", "guest", "ioctl_entry"),
+        m(4321, 0, 160, "save", "guest", "sched_out"),
+        m(4322, 1, 200, "save", "user", "ioctl_entry"),
+        m(4322, 1, 200, "restore", "guest", "ioctl_entry"),
+        m(4322, 1, 260, "save", "guest", "ioctl_exit"),
+        m(4322, 1, 260, "restore", "user", "ioctl_exit"),
+        m(4321, 0, 410, "save", "guest", "sched_out"),
+        m(4321, 0, 560, "save", "guest", "sched_out"),
+        m(4321, 0, 700, "restore", "guest", "sched_in"),
+        m(4321, 0, 811, "save", "guest", "ioctl_exit"),
+        m(4321, 0, 811, "restore", "user", "ioctl_exit"),
+    ]
+    everything = queries.run(golden, "op_marks")
+    assert everything.height == 24 + 12 + 12 + 3 * 10  # STEADY's three policies, ROUGH's
+    assert queries.run(golden, "op_marks", source=R, policy="legacy").height == 10
+
+
+def test_cpu_op_buckets(golden):
+    # STEADY under legacy in 0.25 ms buckets from 100 µs: CPU 0 (A) holds
+    # [100, 350): entry 2 + sched-out at 160 (3) + re-entry at 306 (2) = 7,
+    # saves 4 (SU 100, SG 160, SU 160, SU 306), redundant 3 (SU, RU at 160;
+    # SU at 306); [350, 600): sched-out at 410 (3), re-entry 506 (2), sched-out
+    # 560 (3) = 8, saves 5, redundant 5; [600, 850): switch-in restore at 700,
+    # re-entry 706 (2), exit 811 (2) = 5, saves 2, redundant 2.  CPU 1 (B): 4.
+    legacy = [r for r in rows(golden, "cpu_op_buckets", bucket_ms=0.25) if r[:2] == (S, "legacy")]
+    assert legacy == [
+        (S, "legacy", 0, 0, 0.0, 7, 4, 3, 0.7),
+        (S, "legacy", 0, 1, 0.25, 8, 5, 5, 0.8),
+        (S, "legacy", 0, 2, 0.5, 5, 2, 2, 0.5),
+        (S, "legacy", 1, 0, 0.0, 4, 2, 0, 0.4),
+    ]
+    # The default 10 ms bucket holds a whole source per CPU: ROUGH's 10
+    # operations are 3 on CPU 0 (the switch-in's restore and run 2's load)
+    # and 7 on CPU 1, in every policy.
+    assert [r for r in rows(golden, "cpu_op_buckets", source=R) if r[1] == "deferred"] == [
+        (R, "deferred", 0, 0, 0.0, 3, 1, 0, 300 / 1000),
+        (R, "deferred", 1, 0, 0.0, 7, 4, 0, 700 / 1000),
+    ]
+
+
+def test_validation(golden):
+    # Both traces were recorded under deferred, have kvm_fpu lines but no
+    # x86_fpu events, so only the kvm_fpu loads and unloads are compared:
+    # STEADY's A and B each load once and unload once; ROUGH's C twice each
+    # (run 0's unload, run 1's load and unload, run 2's load).
+    def v(src, pid, comm, check, n):
+        return (src, "deferred", pid, comm, check, n, n, 0, 100.0, None)
+
+    assert rows(golden, "validation") == [
+        v(R, 4400, "CPU 1/KVM", "kvm_fpu_load", 2),
+        v(R, 4400, "CPU 1/KVM", "kvm_fpu_unload", 2),
+        v(S, 4321, "CPU 0/KVM", "kvm_fpu_load", 1),
+        v(S, 4321, "CPU 0/KVM", "kvm_fpu_unload", 1),
+        v(S, 4322, "CPU 1/KVM", "kvm_fpu_load", 1),
+        v(S, 4322, "CPU 1/KVM", "kvm_fpu_unload", 1),
+    ]
+
+
+def test_validation_of_a_dataset_replayed_before_validation_existed(golden, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(golden, old)
+    shutil.rmtree(old / "validation")
+    with pytest.raises(queries.QueryError, match="has no validation table yet") as err:
+        queries.run(old, "validation")
+    assert f"`fpureplay replay {old}` writes it" in str(err.value)
+
+
+# -- the migration audit (issue 10) -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory) -> Path:
+    """tests/audit_traces.py's MIGRATE, ingested and audited (no replay needed)."""
+    from ingest import ingest_traces
+    from pipeline.audit import audit_dataset
+    from tests.audit_traces import MIGRATE
+
+    root = tmp_path_factory.mktemp("audited")
+    (root / "migrate.txt").write_text(MIGRATE)
+    ingest_traces([str(root / "migrate.txt")], root / "ds")
+    audit_dataset(root / "ds")
+    return root / "ds"
+
+
+def test_fpu_state_access(audited):
+    # MIGRATE's calls (tests/audit_traces.py): times in ms since its first event
+    # (100.000100 s); 0, 5 and 6 lie inside run 0 (lines 4-10) or run 1 (22-30).
+    from tests.audit_traces import MIGRATE
+
+    src = f"migrate-{hashlib.sha256(MIGRATE.encode()).hexdigest()[:12]}"
+    got = rows(audited, "fpu_state_access")
+    assert [(r[0], r[1], r[2], r[3], r[23], r[24]) for r in got] == [
+        (src, 0, 5, 6, "violation", True),
+        (src, 1, 7, 14, "ok", False),
+        (src, 2, 15, 16, "ok", False),
+        (src, 3, 17, 18, "unknown_vcpu", False),
+        (src, 4, 19, 20, "ok", False),
+        (src, 5, 23, 24, "violation", True),
+        (src, 6, 26, 27, "violation", True),
+        (src, 7, 32, 37, "ok", False),
+    ]
+    flagged = [r[:23] for r in rows(audited, "fpu_state_access", flagged=True)]
+    g, s_, lm = "KVM_GET_XSAVE", "KVM_SET_XSAVE", "live_migration"
+    regs = ("registers", "registers", "registers", "legacy,vcpu_run,deferred")
+    assert flagged == [
+        # call 0: 110 -> 112 µs, 2 µs, no wait, in the run that returns at line 10
+        (src, 0, 5, 6, 4330, lm, g, 5, 4321, "CPU 0/KVM", "unique_fd", "other_thread",
+         10000 / 1000000, 12000 / 1000000, 2000 / 1000, 0 / 1000, True, 10, True, *regs),
+        # call 5: a write, 200 -> 204 µs, in run 1 (returns at line 30)
+        (src, 5, 23, 24, 4330, lm, s_, 5, 4321, "CPU 0/KVM", "unique_fd", "other_thread",
+         100000 / 1000000, 104000 / 1000000, 4000 / 1000, 0 / 1000, True, 30, True, *regs),
+        # call 6: 212 -> 214 µs, the vCPU preempted: stale only under vcpu_run
+        (src, 6, 26, 27, 4330, lm, g, 5, 4321, "CPU 0/KVM", "unique_fd", "other_thread",
+         112000 / 1000000, 114000 / 1000000, 2000 / 1000, 0 / 1000, True, 30, True,
+         "memory", "task_fpstate", "memory", "vcpu_run"),
+    ]  # fmt: skip
+    waited = queries.run(audited, "fpu_state_access").filter(pl.col("call_idx") == 1)
+    assert waited.select("wait_us", "duration_us", "in_run_at_enter", "inside_run").row(0) == (
+        34000 / 1000, 38000 / 1000, True, False)  # fmt: skip
+    assert queries.run(audited, "fpu_state_access", source="other").height == 0

@@ -23,6 +23,10 @@ def test_the_issue_s_queries_are_all_shipped():
         "policy_summary", "vcpu_summary", "savings", "run_histogram", "event_counts",
         "redundant_by_trigger", "timeline", "preemption_cost", "fpu_reload_rate",
         "event_rates", "data_quality",
+        # the dashboard's (issue 6)
+        "ops_breakdown", "ops_per_run", "thread_states", "op_marks", "cpu_op_buckets",
+        "validation",
+        "fpu_state_access",  # the migration audit (issue 10)
     }  # fmt: skip
     assert len(SQL_FILES) == len(queries.catalog())
 

@@ -62,37 +62,75 @@ def lines(text: str) -> list[str]:
 
 
 LIST_TABLE = [
-    "                                                                                queries",
-    "┏━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━"
-    "━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓",
-    "┃ name                 ┃ area   ┃ parameters                         ┃ description  "
-    "                                                                                  ┃",
-    "┡━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━"
-    "━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩",
-    "│ policy_summary       │ policy │                                    │ FPU saves and"
-    " restores per source and policy: how many were redundant, what they cost.         │",
-    "│ redundant_by_trigger │ policy │                                    │ Which kernel "
-    "path wastes most: redundant operations per policy by trigger and reason.          │",
-    "│ savings              │ policy │ baseline VARCHAR = 'legacy'        │ Operations an"
-    "d cost that legacy (or another baseline) spends beyond each other policy.         │",
-    "│ timeline             │ policy │ bucket_ms DOUBLE > 0 = 10          │ FPU operation"
-    "s and their cost per policy per time bucket.                                      │",
-    "│ data_quality         │ trace  │                                    │ How far to tr"
-    "ust each source: rejected lines, lost events, inferred switches, incomplete runs. │",
-    "│ event_counts         │ trace  │                                    │ Events per so"
-    "urce and event name, with each source's rejected lines and lost-event markers.    │",
-    "│ event_rates          │ trace  │ exit_reasons BOOLEAN = true        │ kvm_stat's vi"
-    "ew of a trace: Event, Total, %Total and rate per second.                          │",
-    "│ fpu_reload_rate      │ vcpu   │                                    │ The kernel's "
-    "fpu_reload statistic per vCPU thread, as each policy and the recording count it.  │",
-    "│ preemption_cost      │ vcpu   │                                    │ FPU operation"
-    "s and cost per sched-out inside KVM_RUN, preempted vs blocked.                    │",
-    "│ run_histogram        │ vcpu   │ include_incomplete BOOLEAN = false │ Distributions"
-    " of KVM_RUN length (log2 microsecond buckets) and of sched-outs per run.          │",
-    "│ vcpu_summary         │ vcpu   │                                    │ Per vCPU thre"
-    "ad and policy: KVM_RUN calls, sched-outs, FPU operations and their cost.          │",
-    "└──────────────────────┴────────┴────────────────────────────────────┴──────────────"
-    "──────────────────────────────────────────────────────────────────────────────────┘",
+    "                                                                                      "
+    "queries",
+    "┏━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━"
+    "━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━"
+    "━━━━━━┓",
+    "┃ name                 ┃ area   ┃ parameters                                     ┃ des"
+    "cription                                                                              "
+    "      ┃",
+    "┡━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━"
+    "━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━"
+    "━━━━━━┩",
+    "│ cpu_op_buckets       │ lanes  │ bucket_ms DOUBLE > 0 = 10, source VARCHAR = '' │ FPU"
+    " operations per policy, CPU and time bucket, for timelines too dense to draw one by on"
+    "e.    │",
+    "│ op_marks             │ lanes  │ source VARCHAR = '', policy VARCHAR = ''       │ Eve"
+    "ry FPU operation with its CPU and time since the trace began, for drawing it on a time"
+    "line. │",
+    "│ thread_states        │ lanes  │ source VARCHAR = ''                            │ vCP"
+    "U thread states over time per CPU lane: in KVM_RUN, in userspace, preempted, blocked. "
+    "      │",
+    "│ ops_breakdown        │ policy │                                                │ FPU"
+    " operations per source and policy by direction, context and need.                     "
+    "      │",
+    "│ policy_summary       │ policy │                                                │ FPU"
+    " saves and restores per source and policy: how many were redundant, what they cost.   "
+    "      │",
+    "│ redundant_by_trigger │ policy │                                                │ Whi"
+    "ch kernel path wastes most: redundant operations per policy by trigger and reason.    "
+    "      │",
+    "│ savings              │ policy │ baseline VARCHAR = 'legacy'                    │ Ope"
+    "rations and cost that legacy (or another baseline) spends beyond each other policy.   "
+    "      │",
+    "│ timeline             │ policy │ bucket_ms DOUBLE > 0 = 10                      │ FPU"
+    " operations and their cost per policy per time bucket.                                "
+    "      │",
+    "│ data_quality         │ trace  │                                                │ How"
+    " far to trust each source: rejected lines, lost events, inferred switches, incomplete "
+    "runs. │",
+    "│ event_counts         │ trace  │                                                │ Eve"
+    "nts per source and event name, with each source's rejected lines and lost-event marker"
+    "s.    │",
+    "│ event_rates          │ trace  │ exit_reasons BOOLEAN = true                    │ kvm"
+    "_stat's view of a trace: Event, Total, %Total and rate per second.                    "
+    "      │",
+    "│ validation           │ trace  │                                                │ The"
+    " replay of the recording kernel's policy against what that kernel logged, per vCPU thr"
+    "ead.  │",
+    "│ fpu_reload_rate      │ vcpu   │                                                │ The"
+    " kernel's fpu_reload statistic per vCPU thread, as each policy and the recording count"
+    " it.  │",
+    # the migration audit (issue 10)
+    "│ fpu_state_access     │ vcpu   │ source VARCHAR = '', flagged BOOLEAN = false   │ Each "
+    "ioctl that read or wrote a vCPU's FPU state: its vCPU, its wait for KVM_RUN, the verdic"
+    "t. │",
+    "│ ops_per_run          │ vcpu   │ include_incomplete BOOLEAN = false             │ Dis"
+    "tribution of FPU operations per KVM_RUN, per policy.                                  "
+    "      │",
+    "│ preemption_cost      │ vcpu   │                                                │ FPU"
+    " operations and cost per sched-out inside KVM_RUN, preempted vs blocked.              "
+    "      │",
+    "│ run_histogram        │ vcpu   │ include_incomplete BOOLEAN = false             │ Dis"
+    "tributions of KVM_RUN length (log2 microsecond buckets) and of sched-outs per run.    "
+    "      │",
+    "│ vcpu_summary         │ vcpu   │                                                │ Per"
+    " vCPU thread and policy: KVM_RUN calls, sched-outs, FPU operations and their cost.    "
+    "      │",
+    "└──────────────────────┴────────┴────────────────────────────────────────────────┴────"
+    "──────────────────────────────────────────────────────────────────────────────────────"
+    "──────┘",
 ]
 
 
@@ -103,7 +141,7 @@ def test_list(cli):
 def test_list_as_json_has_every_query(cli):
     got = json.loads(ok(cli("--list", "--format", "json")))
     assert [q["name"] for q in got] == list(queries.catalog())
-    assert got[3] == {
+    assert got[7] == {
         "name": "timeline",
         "area": "policy",
         "parameters": "bucket_ms DOUBLE > 0 = 10",
