@@ -78,12 +78,17 @@ def _check_format(fmt: str) -> str:
     return fmt
 
 
+Traces = Annotated[list[str], typer.Argument(help="Trace files ('-' for stdin; .gz, .zst, .dat).")]
+DatasetOut = Annotated[Path, typer.Option("--output", "-o", help="Dataset directory.")]
+Force = Annotated[
+    bool, typer.Option("--force", help="Replace an existing dataset instead of adding to it.")
+]
+
+
 @app.command()
 def ingest(
-    traces: Annotated[
-        list[str], typer.Argument(help="Trace files ('-' for stdin; .gz, .zst, .dat).")
-    ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Dataset directory.")],
+    traces: Traces,
+    output: DatasetOut,
     fmt: Annotated[
         str,
         typer.Option("--format", "-f", help="Input format: auto, tracefs, trace-cmd, perf-script."),
@@ -91,9 +96,7 @@ def ingest(
     strict: Annotated[
         bool, typer.Option("--strict", help="Any rejected line or lost-events marker is an error.")
     ] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace an existing dataset instead of adding to it.")
-    ] = False,
+    force: Force = False,
     summary_format: Annotated[
         OutputFormat, typer.Option("--summary-format", help="Summary as table, csv or json.")
     ] = OutputFormat.table,
@@ -204,17 +207,13 @@ def replay(
 
 @app.command()
 def run(
-    traces: Annotated[
-        list[str], typer.Argument(help="Trace files ('-' for stdin; .gz, .zst, .dat).")
-    ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Dataset directory.")],
+    traces: Traces,
+    output: DatasetOut,
     input_format: Annotated[
         str,
         typer.Option("--input-format", help="Input format: auto, tracefs, trace-cmd, perf-script."),
     ] = "auto",
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace an existing dataset instead of adding to it.")
-    ] = False,
+    force: Force = False,
     policy: Policies = None,
     recorded_policy: RecordedPolicy = None,
     cpu_profile: CpuProfile = None,
