@@ -12,10 +12,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dashboards.data import DashboardData, load
 from dashboards.page import Figure, Html, Note, Section, render_page
 from dashboards.tables import Col, html_table
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @dataclass
@@ -280,7 +284,29 @@ def build_sections(data: DashboardData) -> tuple[list[Section], dict[str, dict[s
         for note in (source.get("replay") or {}).get("notes") or []:
             qsec.blocks.append(Note(f"{source.get('id')}: {note}"))
     sections.append(qsec)
+    if data.fpu_access is not None and not data.fpu_access.is_empty():
+        sections.append(_migration_section(data.fpu_access))
     return sections, swept
+
+
+def _migration_section(calls: pl.DataFrame) -> Section:
+    """Migration safety: FPU-state ioctls on their vCPU's lane, and how long they waited."""
+    from pipeline import audit_figures
+
+    violations = int((calls["status"] == "violation").sum())
+    return Section(
+        "migration",
+        "Migration safety",
+        intro=(
+            f"{calls.height:,} FPU-state ioctls (KVM_GET_XSAVE and friends) mapped to their vCPU;"
+            f" {violations:,} completed while the vCPU was inside KVM_RUN (the vCPU mutex rule"
+            " says none may).  See docs/audit.md."
+        ),
+        blocks=[
+            Figure("fpu-calls", audit_figures.calls_timeline(calls)),
+            Figure("fpu-waits", audit_figures.wait_histogram(calls)),
+        ],
+    )
 
 
 def _rates(data: DashboardData):

@@ -59,6 +59,8 @@ class DashboardData:
     validation: pl.DataFrame | None
     timelines: list[TimelineData] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: FPU-state ioctls and their audit (None: the dataset has no audit table)
+    fpu_access: pl.DataFrame | None = None
 
 
 class DashboardError(Exception):
@@ -102,6 +104,7 @@ def load(
         "ops_per_run": ("ops_per_run", {}),
         "quality": ("data_quality", {}),
         "validation": ("validation", {}),
+        "fpu_access": ("fpu_state_access", {}),
     }
     if len(chosen) == len(ids):
         jobs["states"] = ("thread_states", {})
@@ -128,6 +131,11 @@ def load(
         # Datasets replayed before the replay validated have no such table.
         notes.append(f"no validation table: {validation}")
         validation = None
+    fpu_access = results.pop("fpu_access")
+    if isinstance(fpu_access, queries.QueryError):
+        # Datasets replayed before the replay audited have no such table.
+        notes.append(f"no audit table: {fpu_access}")
+        fpu_access = None
     for value in results.values():
         if isinstance(value, Exception):
             raise value
@@ -144,6 +152,7 @@ def load(
         quality=results["quality"],
         validation=validation,
         notes=notes,
+        fpu_access=fpu_access,
     )
     states = (
         results["states"]
