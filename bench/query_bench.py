@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 import queries  # noqa: E402
 from ingest import parse_file  # noqa: E402
 from ingest.dataset import MANIFEST, SCHEMA_VERSION, partition_dir, tool_version  # noqa: E402
+from ingest.load import events_entry  # noqa: E402
 from ingest.schema import REJECTS_SCHEMA  # noqa: E402
 
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "real" / "mixed.tracefs.txt"
@@ -75,33 +76,13 @@ def build(dataset: Path, n: int) -> dict[str, Any]:
     rejects_dir = partition_dir(dataset, "rejects", SOURCE)
     rejects_dir.mkdir(parents=True)
     REJECTS_SCHEMA.to_frame().write_parquet(rejects_dir / "part-0.parquet", compression="zstd")
-    counts = events.group_by("event").len().sort("event")
-    entry = {
-        "id": SOURCE,
-        "path": f"{FIXTURE.name}, replicated to {n} events",
-        "sha256": "0" * 64,
-        "format": "tracefs",
-        "compression": None,
-        "kernel": None,
-        "lines": n,
-        "events": n,
-        "rejects": 0,
-        "meta_lines": 0,
-        "lost_markers": 0,
-        "lost_events": 0,
-        "buffer_started_markers": 0,
-        "truncated": False,
-        "invalid_utf8_lines": 0,
-        "ts_backwards": 0,
-        "first_ts_ns": int(events["ts_ns"].min()),
-        "last_ts_ns": int(events["ts_ns"].max()),
-        "cpus": sorted(events["cpu"].unique().to_list()),
-        "vcpu_threads": [],
-        "instances": [],
-        "event_counts": dict(counts.iter_rows()),
-        "recorded_policy": "undetermined",
-        "recorded_policy_evidence": [],
-    }
+    entry = events_entry(
+        events,
+        source_id=SOURCE,
+        path=f"{FIXTURE.name}, replicated to {n} events",
+        sha256="0" * 64,
+        fmt="tracefs",
+    )
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "tool_version": tool_version(),

@@ -97,6 +97,32 @@ class SourceReport:
         }
 
 
+def events_entry(
+    events: pl.DataFrame, *, source_id: str, path: str, sha256: str, fmt: str
+) -> dict[str, Any]:
+    """The manifest's `sources[]` entry of a source given as an events frame.
+
+    Same keys and figures as a parsed trace's entry (SourceReport), for
+    sources with no text behind them: every line is an event.
+    """
+    from ingest.parse import chunk_of_events
+
+    stats = SourceStats(fmt)
+    stats.add(chunk_of_events(events))
+    report = SourceReport(
+        id=source_id,
+        path=path,
+        status="added",
+        stats=stats,
+        entry=None,
+        sha256=sha256,
+        compression=None,
+        truncated=False,
+        lines=events.height,
+    )
+    return report.manifest_entry()
+
+
 def iter_parsed(
     source: TraceInput,
     fmt: str = "auto",

@@ -553,6 +553,27 @@ def _fast_path(work: pl.DataFrame, module: ModuleType) -> pl.DataFrame:
     return work.with_columns(ok.alias("_ok")).drop("_tail", "_ts_ok")
 
 
+def chunk_of_events(events: pl.DataFrame) -> Chunk:
+    """A chunk holding ``events`` only (no rejects, no meta lines), with its figures.
+
+    For sources that arrive as an events frame rather than as text: the
+    built-in model's dataset fast path, benchmark datasets.
+    """
+    lost = events.filter(pl.col("event") == LOST_EVENTS)
+    chunk = Chunk(
+        events=events,
+        rejects=REJECTS_SCHEMA.to_frame(),
+        meta_lines=0,
+        lost_markers=lost.height,
+        lost_events=int(lost["lost_count"].fill_null(0).sum()),
+        buffer_started=0,
+        instances=set(),
+        kernel=None,
+    )
+    _summarize(chunk)
+    return chunk
+
+
 def _summarize(chunk: Chunk) -> None:
     """Fill the chunk's figures for :meth:`SourceStats.add`."""
     ev = chunk.events

@@ -158,39 +158,11 @@ def source_entry(
     """
     sha = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     from ingest.dataset import source_id
+    from ingest.load import events_entry
 
-    counts = dict(frame["event"].value_counts(sort=False).sort("event").iter_rows())
-    ts = frame["ts_ns"]
-    vcpus = frame.select("pid").filter(
-        frame["event"].is_in(["kvm_fpu", "kvm_entry", "kvm_userspace_exit"])
-    )
-    return {
-        "id": source_id(path, sha),
-        "path": path,
-        "sha256": sha,
-        "format": "simulated",
-        "compression": None,
-        "kernel": None,
-        "lines": frame.height,
-        "events": frame.height,
-        "rejects": 0,
-        "meta_lines": 0,
-        "lost_markers": 0,
-        "lost_events": 0,
-        "buffer_started_markers": 0,
-        "truncated": False,
-        "invalid_utf8_lines": 0,
-        "ts_backwards": 0,
-        "first_ts_ns": ts.min(),
-        "last_ts_ns": ts.max(),
-        "cpus": sorted(frame["cpu"].unique().to_list()),
-        "vcpu_threads": sorted(vcpus["pid"].unique().to_list()),
-        "instances": [],
-        "event_counts": counts,
-        "recorded_policy": "undetermined",
-        "recorded_policy_evidence": ["not replayed yet: run `fpureplay replay`"],
-        "model": {**identity, "kernel_era": era.name, "policy": policy},
-    }
+    path_id = source_id(path, sha)
+    entry = events_entry(frame, source_id=path_id, path=path, sha256=sha, fmt="simulated")
+    return {**entry, "model": {**identity, "kernel_era": era.name, "policy": policy}}
 
 
 def write_events(path: Path, frame: pl.DataFrame) -> None:
