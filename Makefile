@@ -4,14 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint install system-deps bench clean
+.PHONY: test demo lint install system-deps bench clean fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,dask]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -42,6 +42,18 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/ingest_bench.py
+
+# Coverage-guided fuzzing of the input formats (fuzz/README.md), FUZZ_SECONDS
+# per target; not part of `test`.  Crashers land in build/fuzz/TARGET/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= tracefs trace-cmd perf-script auto
+
+fuzz: install
+	$(BIN)/pip install --quiet -e '.[fuzz]'
+	@status=0; for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t: $(FUZZ_SECONDS) s"; \
+	  $(BIN)/python -m fuzz.run $$t --seconds $(FUZZ_SECONDS) || status=1; \
+	done; exit $$status
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -40,7 +40,13 @@ sys.path.insert(0, str(ROOT))
 
 import queries  # noqa: E402
 from ingest import parse_file  # noqa: E402
-from ingest.dataset import MANIFEST, SCHEMA_VERSION, partition_dir, tool_version  # noqa: E402
+from ingest.dataset import (  # noqa: E402
+    MANIFEST,
+    SCHEMA_VERSION,
+    UNKNOWN_HOST,
+    partition_dir,
+    tool_version,
+)
 from ingest.load import events_entry  # noqa: E402
 from ingest.schema import REJECTS_SCHEMA  # noqa: E402
 
@@ -67,13 +73,13 @@ def build(dataset: Path, n: int) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     events = replicate(parse_file(str(FIXTURE)), n)
-    events_dir = partition_dir(dataset, "events", SOURCE)
+    events_dir = partition_dir(dataset, "events", SOURCE, host=UNKNOWN_HOST)
     events_dir.mkdir(parents=True)
     events.write_parquet(
         events_dir / "part-0.parquet", compression="zstd", row_group_size=EVENT_ROW_GROUP
     )
     # Ingest always writes a rejects partition, empty when every line parsed.
-    rejects_dir = partition_dir(dataset, "rejects", SOURCE)
+    rejects_dir = partition_dir(dataset, "rejects", SOURCE, host=UNKNOWN_HOST)
     rejects_dir.mkdir(parents=True)
     REJECTS_SCHEMA.to_frame().write_parquet(rejects_dir / "part-0.parquet", compression="zstd")
     entry = events_entry(

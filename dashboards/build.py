@@ -7,7 +7,6 @@ sweep, data quality and fidelity; the header carries the provenance.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -342,6 +341,7 @@ def write_dashboard(
     """
     from dashboards.provenance import provenance_header
     from dashboards.timeline import count_marks
+    from ingest.dataset import atomic_write
 
     start = time.perf_counter()
     data = load(dataset, timeline_sources=timeline_sources)
@@ -356,12 +356,9 @@ def write_dashboard(
         manifest=data.manifest,
     )
     out = Path(output)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    # Written aside and renamed: a browser or a web server never gets half a page.
+    with atomic_write(out) as tmp:
         tmp.write_text(html, encoding="utf-8")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     figures = [b for s in sections for b in s.blocks if isinstance(b, Figure)]
     return Report(
         path=out,

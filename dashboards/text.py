@@ -12,6 +12,11 @@ in three ways, each with its own rules:
   which plotly decodes back into the literal characters as text.  Trace text
   is never put into a ``hovertemplate``, whose ``%{...}`` it would expand:
   templates are constant and take names from ``text`` or ``customdata``.
+* **Control characters** (a name may hold ESC, a tab, a newline: the kernel
+  copies the bytes a program sets as they are) are shown as escapes
+  (``\\x1b``, ``\\t``, ``\\n``) in HTML and plotly labels, as the CLI's
+  tables show them (:func:`pipeline.output.printable`): whitespace would be
+  collapsed and other controls not shown at all.
 * **JSON inside ``<script>``** (figures, the manifest):
   :func:`script_json` makes ``</script>`` and ``<!--`` impossible by
   writing ``< > &`` and the two JavaScript line separators as ``\\uXXXX``,
@@ -24,6 +29,8 @@ import html
 import json
 from typing import Any
 
+from pipeline.output import printable
+
 _PLOTLY = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 _SCRIPT = str.maketrans(
     {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -32,12 +39,12 @@ _SCRIPT = str.maketrans(
 
 def html_text(value: Any) -> str:
     """``value`` as HTML text (None is empty), quotes escaped too for attributes."""
-    return "" if value is None else html.escape(str(value), quote=True)
+    return "" if value is None else html.escape(printable(str(value)), quote=True)
 
 
 def plotly_text(value: Any) -> str:
     """``value`` as plotly label text: shown literally, never as markup (None is empty)."""
-    return "" if value is None else str(value).translate(_PLOTLY)
+    return "" if value is None else printable(str(value)).translate(_PLOTLY)
 
 
 def script_json(text_or_obj: Any) -> str:

@@ -29,8 +29,13 @@ import pyarrow.parquet as pq
 
 from ingest.errors import InputError
 
-SCHEMA_VERSION = 1
+#: 2: partitions gained the `host=` level (events/host=H/source=ID/).
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
+#: Host of a source whose host neither --host, its path nor its header names.
+UNKNOWN_HOST = "unknown"
+#: Per-run scratch directory inside a staged dataset; never committed.
+INCOMING = "_incoming"
 TABLES = ("events", "rejects", "runs", "fpu_ops", "validation", "audit")
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3}
 #: Sorted or nearly sorted integers: delta encoding makes them almost free.
@@ -68,6 +73,34 @@ def source_id(path: str, sha256: str) -> str:
     return f"{stem[:48]}-{sha256[:12]}"
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def host_key(name: str) -> str:
+    """``name`` as a host partition value; InputError unless it is a plain host name.
+
+    Host names become directory names (``host=NAME``) that Spark, Trino and
+    DuckDB parse, so only hostname characters are accepted.
+    """
+    if not _HOST_NAME.fullmatch(name):
+        raise InputError(
+            repr(name), "is not a usable host name (letters, digits, '.', '_', '-'; at most 63)"
+        )
+    return name
+
+
+def safe_host(name: str | None) -> str:
+    """A host name taken from a trace or a path, made path-safe (never an error).
+
+    Trace headers are untrusted: anything outside hostname characters becomes
+    ``_``, and an empty result is :data:`UNKNOWN_HOST`.
+    """
+    if not name:
+        return UNKNOWN_HOST
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:63]
+    return cleaned or UNKNOWN_HOST
+
+
 def read_manifest(dataset: Path) -> dict[str, Any]:
     """The manifest of ``dataset``; InputError when it is not a dataset."""
     path = Path(dataset) / MANIFEST
@@ -78,19 +111,70 @@ def read_manifest(dataset: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise InputError(str(path), f"unreadable manifest: {exc}") from exc
     if manifest.get("schema_version") != SCHEMA_VERSION:
+        hint = " (a dataset from before hosts: ingest its traces again)" if manifest.get(
+            "schema_version"
+        ) == 1 else ""
         raise InputError(
             str(path),
-            f"schema_version {manifest.get('schema_version')!r} is not {SCHEMA_VERSION}",
+            f"schema_version {manifest.get('schema_version')!r} is not {SCHEMA_VERSION}{hint}",
         )
     return manifest
 
 
-def partition_dir(root: Path, table: str, source: str, policy: str | None = None) -> Path:
-    """Where a table's files for one source (and policy) live."""
+def partition_dir(
+    root: Path, table: str, source: str, *, host: str, policy: str | None = None
+) -> Path:
+    """Where a table's files for one host's source (and policy) live."""
     base = root / table
     if policy is not None:
         base = base / f"policy={policy}"
-    return base / f"source={source}"
+    return base / f"host={host}" / f"source={source}"
+
+
+def source_partitions(root: Path, source: str, host: str) -> list[Path]:
+    """Every partition directory of one source, in every table (and policy)."""
+    found = []
+    for table in TABLES:
+        base = Path(root) / table
+        if table == "fpu_ops":
+            found += sorted(base.glob(f"policy=*/host={host}/source={source}"))
+        else:
+            found.append(base / f"host={host}" / f"source={source}")
+    return [p for p in found if p.is_dir()]
+
+
+def incoming_dir(root: Path) -> Path:
+    """A fresh, private directory for one task's files inside the staged ``root``.
+
+    A task writes its whole partition tree there and the coordinator moves
+    it into place (:func:`adopt`) once the task has succeeded, so a task
+    killed half way leaves nothing but this directory, which is never
+    committed.
+    """
+    path = Path(root) / INCOMING / uuid.uuid4().hex
+    path.mkdir(parents=True)
+    return path
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree if it is there."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def adopt(incoming: Path, root: Path) -> None:
+    """Move a finished task's partition tree from ``incoming`` into ``root``.
+
+    Partitions are directories (``.../source=ID``): each is renamed whole,
+    replacing a partition of the same source left by an earlier replay.
+    """
+    incoming = Path(incoming)
+    for part in sorted(incoming.rglob("source=*")):
+        dest = Path(root) / part.relative_to(incoming)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.rename(part, dest)
+    shutil.rmtree(incoming)
 
 
 class PartitionWriter:
@@ -163,6 +247,62 @@ class PartitionWriter:
         self._writer.close()
 
 
+class BackgroundWriter:
+    """Feeds PartitionWriters from a thread of their own, in submission order.
+
+    Encoding and compressing row groups is a third of ingest's CPU time;
+    done by the thread that also reads the input and hands blocks to the
+    parsers, it left the parsers idle while it ran.  The queue holds at
+    most ``depth`` batches, which bounds the memory it adds.  An error in
+    the writer thread (a full disk) is raised by the next :meth:`put` or
+    by :meth:`close`.
+    """
+
+    def __init__(self, *writers: PartitionWriter, depth: int = 2) -> None:
+        import queue
+        import threading
+
+        self.writers = writers
+        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="parquet-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: the producer learns of the error on its next put
+            try:
+                for writer, table in zip(self.writers, batch, strict=True):
+                    if table is not None:
+                        writer.write(table)
+            except BaseException as exc:  # re-raised in the producer's thread
+                self._error = exc
+
+    def put(self, *tables: Any) -> None:
+        """Queue one table (or None) per writer; raises the writer thread's error."""
+        self._raise()
+        self._queue.put(tables)
+
+    def close(self) -> None:
+        """Write what is queued, finish every file, and raise any error."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+        for writer in self.writers:
+            writer.close()
+
+    def abandon(self) -> None:
+        """Stop the thread without finishing the files (an error elsewhere)."""
+        self._error = self._error or RuntimeError("abandoned")
+        self._queue.put(None)
+        self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
 def write_frame(path: Path, frame: pl.DataFrame) -> None:
     """Write one frame as one Parquet file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,6 +320,7 @@ class Staging:
 
     def commit(self) -> None:
         """Write the manifest and replace the target with the staged dataset."""
+        shutil.rmtree(self.path / INCOMING, ignore_errors=True)  # killed tasks' leftovers
         tmp = self.path / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(self.manifest, indent=1, sort_keys=False) + "\n")
         os.replace(tmp, self.path / MANIFEST)
@@ -208,23 +349,78 @@ def staging(target: Path, *, copy_existing: bool) -> Iterator[Staging]:
     With ``copy_existing`` the staged dataset starts as hard links of the
     current one (its files are never modified in place, so links are safe).
     Any exception, KeyboardInterrupt included, removes the staging directory.
+    Only one process at a time writes a dataset (:func:`writer_lock`); an
+    OSError while writing (a full disk, a read-only mount) becomes an
+    :class:`InputError` that says the dataset was left as it was.
     """
     target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
-    path = target.with_name(f".{target.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    path.mkdir()
-    stage = Staging(target, path)
-    try:
-        if copy_existing and target.exists():
-            _link_tree(target, path)
-            stage.manifest = json.loads((target / MANIFEST).read_text())
-        yield stage
-    except BaseException:
-        stage.abort()
-        raise
-    finally:
-        if path.exists():  # not committed
+    with writer_lock(target):
+        _remove_stale_staging(target)
+        path = target.with_name(f".{target.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        stage = Staging(target, path)
+        try:
+            path.mkdir()
+            if copy_existing and target.exists():
+                _link_tree(target, path)
+                stage.manifest = json.loads((target / MANIFEST).read_text())
+            yield stage
+        except OSError as exc:
             stage.abort()
+            what = f"{exc.filename}: " if exc.filename else ""
+            raise InputError(
+                str(target),
+                f"cannot write the dataset ({what}{exc.strerror or exc});"
+                " it was left as it was",
+            ) from exc
+        except BaseException:
+            stage.abort()
+            raise
+        finally:
+            if path.exists():  # not committed
+                stage.abort()
+
+
+@contextlib.contextmanager
+def writer_lock(target: Path) -> Iterator[None]:
+    """Hold the write lock of dataset ``target``; InputError when another process has it.
+
+    The lock is an ``flock`` on ``.NAME.lock`` beside the dataset (not in it:
+    the dataset directory itself is swapped by each commit).  The kernel
+    drops it when its holder dies, SIGKILL included, so it is never stale.
+    A second writer is refused at once, naming the holder, rather than
+    queued: an ingest can take minutes, and silently waiting for it looks
+    like a hang.
+    """
+    import fcntl
+
+    lock = target.with_name(f".{target.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise InputError(
+                str(target),
+                f"another fpureplay process (pid {holder}) is writing this dataset;"
+                " run again when it has finished",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _remove_stale_staging(target: Path) -> None:
+    # Under the write lock no other staging directory of this dataset can be
+    # in use: any left is from a writer that was killed (SIGKILL, power loss).
+    import glob
+
+    for kind in ("staging", "old"):
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.{kind}-*"):
+            remove_tree(stale)
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -263,3 +459,60 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a hidden path beside ``path`` to write; when the block ends it replaces ``path``.
+
+    For every file written for a person or a program to read (dashboards,
+    query results, simulated traces): readers see the old file or the
+    whole new one, never a prefix.  The temporary file is
+    ``.NAME.tmp-PID-RAND`` in the same directory (a rename is atomic only
+    within one filesystem), created empty with the old file's permissions,
+    and fsynced before the rename.  An exception (Ctrl-C included) removes
+    it; only SIGKILL or a power cut can leave one behind, and the next
+    write of ``path`` removes those whose process is gone.  A symlink is
+    followed (its target is replaced, the link kept); a path that exists
+    and is not a regular file (``/dev/stdout``, a FIFO) is yielded as is
+    and written in place, since it cannot be renamed over.
+    """
+    import glob
+    import stat
+
+    try:
+        # Through symlinks, as the kernel sees it: /dev/stdout is a pipe or a tty
+        # (os.path.realpath cannot name a pipe).
+        mode: int | None = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        yield Path(path)
+        return
+    path = Path(os.path.realpath(path))
+    # Leftovers of killed writers: the PID in the name is not running any more.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*-*"):
+        pid = stale.name.rsplit("-", 2)[-2]
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        except (ValueError, OSError):  # not our name, or a live process of another user
+            pass
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        if mode is not None:
+            os.chmod(tmp, stat.S_IMODE(mode))
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data is on disk before the name points at it
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)

@@ -12,6 +12,12 @@ _TRACEFS = re.compile(tracefs.HEADER)
 _PERF = re.compile(perfscript.HEADER)
 _INSTANCE = re.compile(tracecmd.INSTANCE_PREFIX)
 _PERF_EVENT = re.compile(r"\[\d+\]\s+\d+\.\d+:\s+(?:\d+\s+)?[\w-]+:[\w.-]+:")
+#: Characters of a line the patterns look at.  The marks are in a line's
+#: header (real headers, instance prefix included, stay well under 200
+#: characters), and Python's backtracking engine takes time quadratic in the
+#: length of a line such as ``[1] 1.1: a:b: a`` + blanks + ``1`` + blanks
+#: (half a minute at 40 KB, minutes for one 64 KiB line).
+_HEAD_CHARS = 512
 
 
 def detect_format(head: list[str]) -> str | None:
@@ -24,7 +30,7 @@ def detect_format(head: list[str]) -> str | None:
     marks (trace_pipe with irq-info off) parses the same either way and is
     called tracefs.
     """
-    for line in head:
+    for line in (full[:_HEAD_CHARS] for full in head):
         stripped = line.strip()
         if not stripped:
             continue

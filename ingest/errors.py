@@ -15,3 +15,8 @@ class InputError(Exception):
         self.reason = reason
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, str, int | None]]:
+        # Rebuilt from its fields when it crosses a process boundary (a fleet
+        # worker's failure), not from the formatted message.
+        return (type(self), (self.path, self.reason, self.line))

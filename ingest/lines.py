@@ -107,10 +107,7 @@ def split_lines(data: bytes | bytearray, first_line_no: int) -> tuple[pl.DataFra
         if has_cr:
             flens = _strip_cr(fbuf, fstarts, flens)
         line = _view_series(pa.string_view(), fixed, _views(fbuf, fstarts, flens))
-        replaced = line.str.contains("\ufffd", literal=True) & ~raw.bin.contains(
-            "\ufffd".encode()
-        )
-        invalid = int(replaced.sum())
+        invalid = _count_invalid(line, raw)
     frame = pl.DataFrame(
         {
             "line_no": np.arange(first_line_no, first_line_no + len(starts), dtype=np.int64),
@@ -149,10 +146,18 @@ def _split_copying(data: bytes, first_line_no: int) -> tuple[pl.DataFrame, int]:
         ),
         pl.int_range(first_line_no, first_line_no + len(ends), dtype=pl.Int64).alias("line_no"),
     )
-    replaced = frame["line"].str.contains("\ufffd", literal=True) & ~frame["raw"].bin.contains(
-        "\ufffd".encode()
-    )
-    return frame.select("line_no", "line", "raw"), int(replaced.sum())
+    return frame.select("line_no", "line", "raw"), _count_invalid(frame["line"], frame["raw"])
+
+
+def _count_invalid(line: pl.Series, raw: pl.Series) -> int:
+    """How many lines hold invalid UTF-8: ``raw`` that does not decode.
+
+    Only a line whose text has U+FFFD can be one; each of those (few, in a
+    block that is not UTF-8) is decoded to tell a replaced byte from a U+FFFD
+    that was in the input, which a line can hold together with a bad byte.
+    """
+    suspects = raw.filter(line.str.contains("\ufffd", literal=True))
+    return sum(not _is_utf8(r) for r in suspects.to_list())
 
 
 def _is_utf8(data: bytes | bytearray) -> bool:

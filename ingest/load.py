@@ -44,6 +44,30 @@ class SourceReport:
     compression: str | None
     truncated: bool
     lines: int
+    host: str = ds.UNKNOWN_HOST
+    #: the task's private partition tree, until the coordinator adopts it
+    incoming: str | None = None
+    #: the manifest keys a replay in the same task added (pipeline.fleet)
+    replay: dict[str, Any] | None = None
+    #: why the input failed (status "failed"), for `--on-error skip`'s summary
+    error: str | None = None
+
+    @classmethod
+    def of_entry(cls, entry: dict[str, Any], *, status: str, **more: Any) -> SourceReport:
+        """A report about a source the dataset already lists (``more``: fields to set)."""
+        fields: dict[str, Any] = {
+            "id": entry["id"],
+            "path": entry["path"],
+            "status": status,
+            "stats": None,
+            "entry": entry,
+            "sha256": entry["sha256"],
+            "compression": entry.get("compression"),
+            "truncated": entry.get("truncated", False),
+            "lines": entry["lines"],
+            "host": entry["host"],
+        }
+        return cls(**(fields | more))
 
     def manifest_entry(self) -> dict[str, Any]:
         """The manifest's `sources[]` entry for this input."""
@@ -51,8 +75,9 @@ class SourceReport:
             return self.entry
         s = self.stats
         assert s is not None
-        return {
+        entry = {
             "id": self.id,
+            "host": self.host,
             "path": self.path,
             "sha256": self.sha256,
             "format": s.format,
@@ -78,27 +103,41 @@ class SourceReport:
             "recorded_policy": "undetermined",
             "recorded_policy_evidence": ["not replayed yet: run `fpureplay replay`"],
         }
+        return {**entry, **(self.replay or {})}
 
     def summary_row(self) -> dict[str, Any]:
-        """One row of the ingest summary table."""
-        e = self.manifest_entry()
-        first, last = e["first_ts_ns"], e["last_ts_ns"]
-        span = (last - first) / 1e9 if first is not None and last is not None else None
+        """One row of the per-input summary; a failed input has its reason."""
+        if self.status == "failed":
+            e: dict[str, Any] = {}
+            span = None
+        else:
+            e = self.manifest_entry()
+            first, last = e["first_ts_ns"], e["last_ts_ns"]
+            span = (last - first) / 1e9 if first is not None and last is not None else None
         return {
-            "source": self.id,
+            "source": self.id or None,
+            "host": self.host if self.status != "failed" else None,
+            "path": self.path,
             "status": self.status,
-            "format": e["format"],
-            "lines": e["lines"],
-            "events": e["events"],
-            "rejects": e["rejects"],
-            "lost_markers": e["lost_markers"],
-            "vcpu_threads": len(e["vcpu_threads"]),
+            "format": e.get("format"),
+            "lines": e.get("lines"),
+            "events": e.get("events"),
+            "rejects": e.get("rejects"),
+            "lost_markers": e.get("lost_markers"),
+            "vcpu_threads": len(e["vcpu_threads"]) if e else None,
             "span_s": round(span, 6) if span is not None else None,
+            "reason": self.error,
         }
 
 
 def events_entry(
-    events: pl.DataFrame, *, source_id: str, path: str, sha256: str, fmt: str
+    events: pl.DataFrame,
+    *,
+    source_id: str,
+    path: str,
+    sha256: str,
+    fmt: str,
+    host: str = ds.UNKNOWN_HOST,
 ) -> dict[str, Any]:
     """The manifest's `sources[]` entry of a source given as an events frame.
 
@@ -119,6 +158,7 @@ def events_entry(
         compression=None,
         truncated=False,
         lines=events.height,
+        host=host,
     )
     return report.manifest_entry()
 
@@ -209,58 +249,72 @@ def ingest_traces(
     fmt: str = "auto",
     force: bool = False,
     strict: bool = False,
+    host: str | None = None,
+    jobs: int = 1,
+    executor: str = "local",
+    scheduler: str | None = None,
+    on_error: str = "raise",
     workers: int = 2,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     progress: Progress | None = None,
 ) -> list[SourceReport]:
     """Parse ``paths`` into the dataset ``out`` and return one report per input.
 
-    A new ``out`` is created.  An existing dataset gains the inputs it does
-    not hold yet (same sha256: skipped); ``force`` replaces it with exactly
-    these inputs.  ``strict`` makes any reject or lost-event marker an
-    :class:`InputError`.  On any error the dataset is left as it was.
+    ``paths`` may name files, directories and globs (ingest.inputs).  A new
+    ``out`` is created.  An existing dataset gains the inputs it does not
+    hold yet (same sha256: skipped); ``force`` replaces it with exactly these
+    inputs.  ``strict`` makes any reject or lost-event marker an
+    :class:`InputError`.  Each input is an independent task (ingest.fleet):
+    in this process (``jobs=1``), in ``jobs`` local worker processes, or on a
+    Dask cluster (``executor="dask"``).  ``on_error="raise"`` leaves the
+    dataset as it was on any error; ``"skip"`` keeps the inputs that went in
+    and reports the others as failed.
     """
-    out = Path(out)
-    not_dataset = out.exists() and not (out / ds.MANIFEST).exists()
-    if not_dataset and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(str(out), "exists and is not an fpureplay dataset; not touching it")
-    existing = not force and (out / ds.MANIFEST).exists()
-    if existing:
-        ds.read_manifest(out)  # validates the schema version before any work
-    reports: list[SourceReport] = []
-    with ds.staging(out, copy_existing=existing) as stage:
-        manifest = stage.manifest or _new_manifest()
-        known = {s["sha256"]: s for s in manifest["sources"]}
-        for n, path in enumerate(paths):
-            report = _ingest_one(
-                path, stage.path, n, fmt, known, strict, workers, block_bytes, progress
-            )
-            reports.append(report)
-            if report.status == "added":
-                entry = report.manifest_entry()
-                known[report.sha256] = entry
-                manifest["sources"].append(entry)
-        manifest["tool_version"] = ds.tool_version()
-        stage.manifest = manifest
-        stage.commit()
-    return reports
+    from ingest.fleet import FleetOptions, run_ingest
+
+    options = FleetOptions(
+        jobs=jobs, executor=executor, scheduler=scheduler, on_error=on_error, progress=progress
+    )
+    task = IngestTask(
+        fmt=fmt, strict=strict, host=host, workers=workers, block_bytes=block_bytes
+    )
+    return run_ingest(paths, Path(out), task, options, force=force)
 
 
-def _new_manifest() -> dict[str, Any]:
+@dataclass(frozen=True)
+class IngestTask:
+    """How to ingest each input (everything a worker needs besides the path)."""
+
+    fmt: str = "auto"
+    strict: bool = False
+    host: str | None = None  # --host: overrides the path's and the header's
+    workers: int = 2
+    block_bytes: int = DEFAULT_BLOCK_BYTES
+
+
+def new_manifest() -> dict[str, Any]:
+    """The manifest of an empty dataset."""
     return {"schema_version": ds.SCHEMA_VERSION, "tool_version": ds.tool_version(), "sources": []}
 
 
-def _ingest_one(
+def ingest_source(
     path: str,
     root: Path,
-    n: int,
-    fmt: str,
-    known: dict[str, dict[str, Any]],
-    strict: bool,
-    workers: int,
-    block_bytes: int,
-    progress: Progress | None,
+    task: IngestTask,
+    *,
+    path_host: str | None = None,
+    known: dict[str, dict[str, Any]] | None = None,
+    progress: Progress | None = None,
 ) -> SourceReport:
+    """Parse one input into a private incoming tree of the staged dataset ``root``.
+
+    Safe to run in a worker process: it writes only below
+    ``root/_incoming/<uuid>/`` (SourceReport.incoming), which the coordinator
+    moves into place with :func:`ingest.dataset.adopt`.  ``known`` maps the
+    sha256 of sources already in the dataset to their entries: such an input
+    is reported "already present" without being parsed when it is a file.
+    """
+    known = known or {}
     source = TraceInput(path)
     regular = path != "-" and os.path.isfile(path)
     if regular and known:
@@ -269,38 +323,49 @@ def _ingest_one(
         if sha in known:
             return _already_present(source, known[sha])
     total = os.path.getsize(path) if regular else None
-    tmp = root / f"_incoming-{n}"
-    events = ds.PartitionWriter(tmp / "events.parquet", EVENTS_SCHEMA)
-    rejects = ds.PartitionWriter(tmp / "rejects.parquet", REJECTS_SCHEMA)
+    incoming = ds.incoming_dir(root)
+    writer = ds.BackgroundWriter(
+        ds.PartitionWriter(incoming / "events.parquet", EVENTS_SCHEMA),
+        ds.PartitionWriter(incoming / "rejects.parquet", REJECTS_SCHEMA),
+    )
     stats: SourceStats | None = None
     first_reject: tuple[int, str] | None = None
-    for _block, chunk, invalid in iter_parsed(
-        source, fmt, block_bytes=block_bytes, workers=workers, arrow=True
-    ):
-        stats = stats or SourceStats(source.format or fmt)
-        stats.add(chunk)
-        stats.invalid_utf8_lines += invalid
-        if chunk.rejects.height and first_reject is None:
-            first_reject = (chunk.rejects["line_no"][0], chunk.rejects["reason"][0])
-        if strict and (first_reject or stats.lost_markers):
-            _strict_failure(source, first_reject, chunk)
-        events.write(chunk.arrow_events if chunk.arrow_events is not None else chunk.events)
-        if chunk.rejects.height:
-            rejects.write(
-                chunk.arrow_rejects if chunk.arrow_rejects is not None else chunk.rejects
+    try:
+        for _block, chunk, invalid in iter_parsed(
+            source, task.fmt, block_bytes=task.block_bytes, workers=task.workers, arrow=True
+        ):
+            stats = stats or SourceStats(source.format or task.fmt)
+            stats.add(chunk)
+            stats.invalid_utf8_lines += invalid
+            if chunk.rejects.height and first_reject is None:
+                first_reject = (chunk.rejects["line_no"][0], chunk.rejects["reason"][0])
+            if task.strict and (first_reject or stats.lost_markers):
+                _strict_failure(source, first_reject, chunk)
+            writer.put(
+                chunk.arrow_events if chunk.arrow_events is not None else chunk.events,
+                (chunk.arrow_rejects if chunk.arrow_rejects is not None else chunk.rejects)
+                if chunk.rejects.height
+                else None,
             )
-        if progress:
-            progress(source.display_path, source.bytes, total)
-    events.close()
-    rejects.close()
+            if progress:
+                progress(source.display_path, source.bytes, total)
+    except BaseException:
+        writer.abandon()
+        raise
+    writer.close()
     if stats is None:
         raise InputError(source.display_path, "is empty: no trace lines")
     stats.kernel = source.kernel or stats.kernel
     if source.sha256 in known:
-        shutil.rmtree(tmp)
+        shutil.rmtree(incoming)
         return _already_present(source, known[source.sha256])
     sid = ds.source_id(source.display_path, source.sha256)
-    report = SourceReport(
+    host = task.host or path_host or ds.safe_host(stats.host or stats.recording.get("host"))
+    for table in ("events", "rejects"):
+        dest = ds.partition_dir(incoming, table, sid, host=host)
+        dest.mkdir(parents=True)
+        os.rename(incoming / f"{table}.parquet", dest / "part-0.parquet")
+    return SourceReport(
         id=sid,
         path=source.display_path,
         status="added",
@@ -310,27 +375,13 @@ def _ingest_one(
         compression=source.compression,
         truncated=source.truncated,
         lines=source.lines,
+        host=host,
+        incoming=str(incoming),
     )
-    for table in ("events", "rejects"):
-        dest = ds.partition_dir(root, table, sid)
-        dest.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp / f"{table}.parquet", dest / "part-0.parquet")
-    shutil.rmtree(tmp)
-    return report
 
 
 def _already_present(source: TraceInput, entry: dict[str, Any]) -> SourceReport:
-    return SourceReport(
-        id=entry["id"],
-        path=source.display_path,
-        status="already present",
-        stats=None,
-        entry=entry,
-        sha256=entry["sha256"],
-        compression=entry.get("compression"),
-        truncated=entry.get("truncated", False),
-        lines=entry["lines"],
-    )
+    return SourceReport.of_entry(entry, status="already present", path=source.display_path)
 
 
 def _file_sha256(path: str) -> str:

@@ -62,6 +62,7 @@ _LOST = (
 _LOST_HINT = "LOST|DROPPED"
 _BUFFER_STARTED = r"^#+ CPU [0-9]+ buffer started"
 _RECORD_HEADER = "# fpureplay-record: "
+_HOST_LINES = r"^#\s*(?:hostname\s*:|fpureplay-record:.*\bhost=)\s*(?P<host>\S+)"
 _KERNEL_LINES = (
     r"^#\s*(?:os release\s*:|kernel\s*[:=]|fpureplay-record:.*\bkernel=)\s*(?P<kernel>\S+)"
 )
@@ -87,6 +88,8 @@ class Chunk:
     kernel: str | None
     #: the `# fpureplay-record:` header fields (ingest.record), when this chunk has it
     recording: dict[str, Any] = field(default_factory=dict)
+    #: the host a header line names (perf's `# hostname :`, the recorder's `host=`)
+    host: str | None = None
     event_counts: dict[str, int] = field(default_factory=dict)
     cpus: set[int] = field(default_factory=set)
     vcpu_pids: set[int] = field(default_factory=set)
@@ -124,6 +127,7 @@ class SourceStats:
     instances: set[str] = field(default_factory=set)
     kernel: str | None = None
     recording: dict[str, Any] = field(default_factory=dict)
+    host: str | None = None
     _last_ts_by_cpu: dict[int, int] = field(default_factory=dict, repr=False)
 
     def add(self, chunk: Chunk) -> None:
@@ -137,6 +141,7 @@ class SourceStats:
         self.instances |= chunk.instances
         self.kernel = self.kernel or chunk.kernel
         self.recording = self.recording or chunk.recording
+        self.host = self.host or chunk.host
         for name, n in chunk.event_counts.items():
             self.event_counts[name] = self.event_counts.get(name, 0) + n
         if chunk.first_ts_ns is not None:
@@ -261,13 +266,16 @@ def _cut_fixed(work: pl.DataFrame, ts_len: int, frac_digits: int) -> pl.DataFram
     colon = work.select(_colon()).to_series().cast(pl.Int64).fill_null(-1).to_numpy()
     body = work["body"]
     found = colon >= ts_len
-    prefix = byte_slices(body, np.where(found, 0, -1), colon - ts_len, binary=True)
     tail = byte_slices(body, np.where(found, colon + 2, -1))
     ts = byte_windows(body, colon - ts_len, ts_len)
     dot = ts_len - frac_digits - 1
     places = [k for k in range(ts_len) if k != dot]
     digits = ts[:, places]
     ok = found & (ts[:, dot] == ord(".")) & ((digits >= 48) & (digits <= 57)).all(axis=1)
+    # Only where the window is a timestamp (ASCII) does the prefix end on a
+    # character boundary: elsewhere the cut could split a multi-byte
+    # character, and an invalid string would break the decode of them all.
+    prefix = byte_slices(body, np.where(ok, 0, -1), colon - ts_len)
     weights = 10 ** np.arange(len(places) - 1, -1, -1, dtype=np.int64)
     value = (digits.astype(np.int64) - 48) @ weights
     scale = 10 ** (9 - frac_digits)
@@ -471,6 +479,7 @@ def parse_block(lines: pl.DataFrame, fmt: str, *, truncated: bool = False) -> Ch
     meta = df.filter(pl.col("is_meta")).select("line")
     kernels = meta["line"].str.extract(_KERNEL_LINES, 1).drop_nulls()
     headers = meta["line"].filter(meta["line"].str.starts_with(_RECORD_HEADER))
+    hosts = meta["line"].str.extract(_HOST_LINES, 1).drop_nulls()
     chunk = Chunk(
         events=events,
         rejects=rejects,
@@ -481,6 +490,7 @@ def parse_block(lines: pl.DataFrame, fmt: str, *, truncated: bool = False) -> Ch
         instances=set(df["instance"].drop_nulls().unique().to_list()),
         kernel=kernels[0] if kernels.len() else None,
         recording=_recording(headers[0]) if headers.len() else {},
+        host=hosts[0] if hosts.len() else None,
     )
     _summarize(chunk)
     return chunk
@@ -533,11 +543,8 @@ def _fast_path(work: pl.DataFrame, module: ModuleType) -> pl.DataFrame:
     false for the lines this layer could not take.
     """
     prefixes = work.select(pl.col("_prefix").unique().drop_nulls())
-    # PREFIX is ASCII: a prefix cut as bytes that is not valid UTF-8 cannot match
-    text = pl.col("_prefix").cast(pl.String, strict=False).alias("_text")
     prefixes = _typed_task(
-        _match(prefixes.with_columns(text), "_text", module.PREFIX,
-               ["comm", "pid", "tgid", "cpu", "flags"]).drop("_text")
+        _match(prefixes, "_prefix", module.PREFIX, ["comm", "pid", "tgid", "cpu", "flags"])
     )
     tails = _decode_tails(work.select(pl.col("_tail").unique().drop_nulls()), module)
     # Only the columns some tail fills travel through the join; the others
@@ -603,9 +610,17 @@ def _summarize(chunk: Chunk) -> None:
 
 
 def _recording(line: str) -> dict[str, Any]:
+    """The fields of a ``# fpureplay-record:`` header; ``{}`` when they do not parse.
+
+    The header is a comment: a quoted field that is not JSON (``"\\q"``, a
+    raw tab) must not stop the ingest of the trace below it.
+    """
     from ingest.record import parse_record_header  # only traces from `record` need it
 
-    return parse_record_header(line)
+    try:
+        return parse_record_header(line)
+    except ValueError:  # json.JSONDecodeError
+        return {}
 
 
 def _conform(df: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:

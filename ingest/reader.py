@@ -11,9 +11,9 @@ import hashlib
 import os
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 import zstandard
 
@@ -103,12 +103,10 @@ class TraceInput:
         self.bytes += len(head)
         if head.startswith(GZIP_MAGIC):
             self.compression = "gzip"
-            decomp = zlib.decompressobj(wbits=47)
-            yield from self._decompressed(raw, head, size, decomp.decompress, "gzip")
+            yield from self._decompressed(raw, head, size, _gzip_member, "gzip")
         elif head.startswith(ZSTD_MAGIC):
             self.compression = "zstd"
-            decomp = zstandard.ZstdDecompressor().decompressobj()
-            yield from self._decompressed(raw, head, size, decomp.decompress, "zstd")
+            yield from self._decompressed(raw, head, size, _zstd_frame, "zstd")
         else:
             data = head
             while data:
@@ -116,14 +114,35 @@ class TraceInput:
                 data = self._read_raw(raw, size)
         self.sha256 = self._hash.hexdigest()
 
-    def _decompressed(self, raw, head, size, decompress, kind) -> Iterator[bytes]:
-        data = head
+    def _decompressed(
+        self, raw: IO[bytes], head: bytes, size: int, start: Callable[[], Any], kind: str
+    ) -> Iterator[bytes]:
+        """The decompressed text of every gzip member or zstd frame of the stream, in order.
+
+        ``gzip -d`` and ``zstd -d`` decode concatenated members and frames
+        (``cat a.gz b.gz``, appended logs); a decompressor object stops at the
+        end of its first one and leaves the rest in ``unused_data``, whose
+        lines must not vanish.  Bytes after a member that start no new one
+        (other than gzip's zero padding) are a corrupt stream.  A stream cut
+        off inside its last member or frame (a ``record`` killed before it
+        closed its frame) yields what it holds: its flushed blocks decode.
+        """
+        decomp, data = start(), head
         try:
             while data:
-                out = decompress(data)
+                if decomp.eof:
+                    if kind == "gzip":
+                        data = data.lstrip(b"\0")
+                    if not data:
+                        data = self._read_raw(raw, size)
+                        continue
+                    decomp = start()
+                out = decomp.decompress(data)
                 if out:
                     yield out
-                data = self._read_raw(raw, size)
+                data = decomp.unused_data if decomp.eof else b""
+                if not data:
+                    data = self._read_raw(raw, size)
         except (zlib.error, zstandard.ZstdError) as exc:
             raise InputError(self.display_path, f"corrupt {kind} stream: {exc}") from exc
 
@@ -207,3 +226,13 @@ class TraceInput:
         if carry:
             self.truncated = True
             yield self._numbered(carry, count_lines, truncated=True)
+
+
+def _gzip_member() -> Any:
+    """A decompressor for one gzip member (wbits 47: a gzip or zlib header)."""
+    return zlib.decompressobj(wbits=47)
+
+
+def _zstd_frame() -> Any:
+    """A decompressor for one zstd frame."""
+    return zstandard.ZstdDecompressor().decompressobj()

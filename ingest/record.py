@@ -297,6 +297,7 @@ def host_fields(events: str, buffer_kb: int, workload: str | None) -> dict[str, 
     release = os.uname().release
     return {
         "kernel": re.sub(r"\s", "_", release),  # ingest reads it as one \S+ token
+        "host": re.sub(r"\s", "_", os.uname().nodename),  # the fleet's `host` dimension
         "cpu_model": cpu_model(),
         "xstate_bytes": xs.xstate_bytes if xs else None,
         "xsaves_bytes": xs.xsaves_bytes if xs else None,
@@ -363,8 +364,10 @@ def parse_record_line(line: str) -> tuple[str, dict[str, Any]] | None:
     kind = "record" + (m.group("kind") or "")
     out: dict[str, Any] = {}
     for key, raw in _FIELD.findall(m.group("body")):
-        value: Any = json.loads(raw) if raw.startswith('"') else raw
+        value: Any = raw
         try:
+            if raw.startswith('"'):
+                value = json.loads(raw)  # what `format_record_line` wrote, escapes included
             if key in _INT_FIELDS:
                 value = int(value)
             elif key in _FLOAT_FIELDS:

@@ -3,7 +3,7 @@
 The `events` table has one row per trace event.  Columns shared by every
 event come first; the decoded per-event fields follow and are null for
 events that do not carry them.  `source` is not stored inside the Parquet
-files: it is the hive partition key (`events/source=ID/`), restored by every
+files: it is a hive partition key (`events/host=H/source=ID/`, like `host`), restored by every
 reader that enables hive partitioning (DuckDB, polars, pyarrow, Spark).
 """
 

@@ -757,11 +757,11 @@ def _summary(calls: pl.DataFrame) -> dict[str, Any]:
 # -- the dataset ---------------------------------------------------------------------------
 
 
-def write_audit(root: Path, source_id: str, result: AuditResult) -> None:
+def write_audit(root: Path, source_id: str, host: str, result: AuditResult) -> None:
     """Write one source's ``audit`` partition under ``root`` (a dataset or its staging copy)."""
     from ingest import dataset as ds
 
-    path = ds.partition_dir(Path(root), "audit", source_id) / "part-0.parquet"
+    path = ds.partition_dir(Path(root), "audit", source_id, host=host) / "part-0.parquet"
     ds.write_frame(path, result.calls)
 
 
@@ -797,7 +797,7 @@ def audit_dataset(
         for source in stage.manifest["sources"]:
             if progress:
                 progress(source["id"])
-            events = read_events(dataset, source["id"])
+            events = read_events(dataset, source["id"], source["host"])
             try:
                 result = audit(
                     events,
@@ -807,7 +807,7 @@ def audit_dataset(
                 )
             except ValueError as exc:
                 raise InputError(source["path"], str(exc)) from exc
-            write_audit(stage.path, source["id"], result)
+            write_audit(stage.path, source["id"], source["host"], result)
             source["audit"] = result.info
             results[source["id"]] = result
         stage.manifest["audit"] = {

@@ -78,11 +78,98 @@ def _check_format(fmt: str) -> str:
     return fmt
 
 
-Traces = Annotated[list[str], typer.Argument(help="Trace files ('-' for stdin; .gz, .zst, .dat).")]
+Traces = Annotated[
+    list[str],
+    typer.Argument(
+        help="Trace files, directories (searched for trace files) and globs"
+        " ('-' for stdin; .gz, .zst, .dat)."
+    ),
+]
 DatasetOut = Annotated[Path, typer.Option("--output", "-o", help="Dataset directory.")]
 Force = Annotated[
     bool, typer.Option("--force", help="Replace an existing dataset instead of adding to it.")
 ]
+Jobs = Annotated[
+    int | None,
+    typer.Option(
+        "--jobs",
+        "-j",
+        help="Worker processes, one trace per task (default: one per CPU, at most one per"
+        " trace; 1 runs here). With --executor dask and no --scheduler: the local cluster's"
+        " workers.",
+    ),
+]
+ExecutorKind = Annotated[
+    str,
+    typer.Option(
+        "--executor", help="local (worker processes) or dask (needs the fpureplay[dask] extra)."
+    ),
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: a local cluster).",
+    ),
+]
+Host = Annotated[
+    str | None,
+    typer.Option(
+        "--host",
+        help="Host name for every trace (default: a host=NAME directory in the path, else the"
+        " trace header's host, else 'unknown').",
+    ),
+]
+OnError = Annotated[
+    str,
+    typer.Option(
+        "--on-error",
+        help="raise: stop at the first bad trace, leaving the dataset as it was; skip: keep the"
+        " good ones and list the failed.",
+    ),
+]
+
+
+def _fleet(
+    jobs: int | None, executor: str, scheduler: str | None, on_error: str, progress: Any
+) -> Any:
+    import os
+
+    from ingest.fleet import FleetOptions
+
+    return FleetOptions(
+        jobs=jobs if jobs is not None else (os.cpu_count() or 1),
+        executor=executor,
+        scheduler=scheduler,
+        on_error=on_error,
+        progress=progress,
+    )
+
+
+@contextmanager
+def _fleet_errors(fmt: OutputFormat, title: str) -> Iterator[None]:
+    # Under --on-error raise, a multi-trace run still says what happened to
+    # each trace before the error.
+    from ingest.fleet import FleetError
+
+    try:
+        yield
+    except FleetError as exc:
+        if len(exc.reports) > 1:
+            emit([r.summary_row() for r in exc.reports], fmt, title=title)
+        raise
+
+
+def _failed_exit(reports: list[Any]) -> None:
+    # Like `make -k`: the good traces are in, and the exit status still says
+    # that some were not.
+    failed = [r for r in reports if r.status == "failed"]
+    if failed:
+        fail(
+            f"{len(failed)} of {len(reports)} traces failed and were skipped"
+            f" (first: {failed[0].error}); the others are in the dataset",
+            code=1,
+        )
 
 
 @app.command()
@@ -97,23 +184,32 @@ def ingest(
         bool, typer.Option("--strict", help="Any rejected line or lost-events marker is an error.")
     ] = False,
     force: Force = False,
+    host: Host = None,
+    jobs: Jobs = None,
+    executor: ExecutorKind = "local",
+    scheduler: Scheduler = None,
+    on_error: OnError = "raise",
     summary_format: Annotated[
         OutputFormat, typer.Option("--summary-format", help="Summary as table, csv or json.")
     ] = OutputFormat.table,
 ) -> None:
-    """Parse traces into a dataset (events, rejects, manifest) and print a summary per source.
+    """Parse traces into a dataset (events, rejects, manifest) and print a summary per trace.
 
+    Each trace is an independent task (worker processes, or a Dask cluster).
     An existing dataset gains the traces it does not hold yet (same sha256:
     skipped); --force replaces it.  Nothing is visible until all traces are in.
     """
-    from ingest.load import ingest_traces
+    from ingest.fleet import run_ingest
+    from ingest.load import IngestTask
 
     _check_format(fmt)
-    with input_errors(), _progress_bar() as progress:
-        reports = ingest_traces(
-            traces, output, fmt=fmt, force=force, strict=strict, progress=progress
-        )
-    emit([r.summary_row() for r in reports], summary_format, title=f"ingested into {output}")
+    title = f"ingested into {output}"
+    with input_errors(), _progress_bar() as progress, _fleet_errors(summary_format, title):
+        options = _fleet(jobs, executor, scheduler, on_error, progress)
+        task = IngestTask(fmt=fmt, strict=strict, host=host)
+        reports = run_ingest(traces, output, task, options, force=force)
+    emit([r.summary_row() for r in reports], summary_format, title=title)
+    _failed_exit(reports)
 
 
 Policies = Annotated[
@@ -167,24 +263,34 @@ def _policies(policies: list[str] | None) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
-def _replay_and_summarise(
-    dataset: Path,
+def _replay_task(
     policies: list[str] | None,
     recorded_policy: str | None,
     cpu_profile: str | None,
     cost_file: Path | None,
-    fmt: OutputFormat,
-) -> None:
+) -> Any:
     from pipeline.detect import POLICY_NAMES
-    from pipeline.orchestrate import policy_summary, replay_dataset
+    from pipeline.orchestrate import ReplayTask
 
     if recorded_policy is not None and recorded_policy not in POLICY_NAMES:
         fail(f"unknown --recorded-policy {recorded_policy!r}; expected {', '.join(POLICY_NAMES)}")
-    chosen = _policies(policies)
-    model = _cost_model(cpu_profile, cost_file)
+    return ReplayTask(
+        tuple(_policies(policies)), _cost_model(cpu_profile, cost_file), recorded_policy
+    )
+
+
+def _summarise(dataset: Path, fmt: OutputFormat) -> None:
+    from ingest.dataset import read_manifest
+    from pipeline.orchestrate import policy_summary
+    from queries import QueryError
+
     with input_errors():
-        replay_dataset(dataset, policies=chosen, cost_model=model, recorded_policy=recorded_policy)
-        rows = policy_summary(dataset)
+        if not read_manifest(dataset)["sources"]:
+            return  # every trace failed (--on-error skip): nothing to sum up
+        try:
+            rows = policy_summary(dataset)
+        except QueryError as exc:
+            fail(str(exc))
     emit(rows, fmt, title=f"FPU operations per policy ({dataset})")
 
 
@@ -195,14 +301,29 @@ def replay(
     recorded_policy: RecordedPolicy = None,
     cpu_profile: CpuProfile = None,
     cost_model: CostFile = None,
+    jobs: Jobs = None,
+    executor: ExecutorKind = "local",
+    scheduler: Scheduler = None,
     fmt: Format = OutputFormat.table,
 ) -> None:
     """Rebuild vCPU timelines, replay the policies, write runs and fpu_ops, print the summary.
 
     The summary has, per source and policy: ops, saves, restores, redundant
     ops, redundant %, cost in microseconds and ops per second of trace.
+    Each source is an independent task, as in `ingest`.
     """
-    _replay_and_summarise(dataset, policy, recorded_policy, cpu_profile, cost_model, fmt)
+    from pipeline.orchestrate import replay_dataset
+
+    task = _replay_task(policy, recorded_policy, cpu_profile, cost_model)
+    with input_errors():
+        replay_dataset(
+            dataset,
+            policies=task.policies,
+            cost_model=task.cost_model,
+            recorded_policy=task.recorded_policy,
+            options=_fleet(jobs, executor, scheduler, "raise", None),
+        )
+    _summarise(dataset, fmt)
 
 
 @app.command()
@@ -214,19 +335,37 @@ def run(
         typer.Option("--input-format", help="Input format: auto, tracefs, trace-cmd, perf-script."),
     ] = "auto",
     force: Force = False,
+    host: Host = None,
+    jobs: Jobs = None,
+    executor: ExecutorKind = "local",
+    scheduler: Scheduler = None,
+    on_error: OnError = "raise",
     policy: Policies = None,
     recorded_policy: RecordedPolicy = None,
     cpu_profile: CpuProfile = None,
     cost_model: CostFile = None,
     fmt: Format = OutputFormat.table,
 ) -> None:
-    """Ingest traces and replay them in one step (ingest, then replay)."""
-    from ingest.load import ingest_traces
+    """Ingest traces and replay them in one step, one task per trace; print the summary.
+
+    Sources already in the dataset are replayed again only when the dataset
+    was last replayed with other policies, costs or --recorded-policy.
+    Failed traces (--on-error skip) are listed on stderr.
+    """
+    from ingest.load import IngestTask
+    from pipeline.fleet import run_traces
 
     _check_format(input_format)
-    with input_errors(), _progress_bar() as progress:
-        ingest_traces(traces, output, fmt=input_format, force=force, progress=progress)
-    _replay_and_summarise(output, policy, recorded_policy, cpu_profile, cost_model, fmt)
+    replay_task = _replay_task(policy, recorded_policy, cpu_profile, cost_model)
+    with input_errors(), _progress_bar() as progress, _fleet_errors(fmt, f"traces ({output})"):
+        options = _fleet(jobs, executor, scheduler, on_error, progress)
+        task = IngestTask(fmt=input_format, host=host)
+        reports = run_traces(traces, output, task, replay_task, options, force=force)
+    failed = [r.summary_row() for r in reports if r.status == "failed"]
+    if failed:
+        emit(failed, OutputFormat.table, title="failed traces (skipped)", file=sys.stderr)
+    _summarise(output, fmt)
+    _failed_exit(reports)
 
 
 @app.command()
@@ -252,7 +391,7 @@ def validate(
         manifest = read_manifest(dataset)
         for source in manifest["sources"]:
             result = check(
-                read_events(dataset, source["id"]),
+                read_events(dataset, source["id"], source["host"]),
                 recorded_policy=recorded_policy,
                 kernel=source.get("kernel"),
             )

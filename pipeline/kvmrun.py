@@ -8,7 +8,9 @@ The rules depend on the recording kernel:
   unload`` followed by ``kvm_userspace_exit``; an unload then a load with no
   ``kvm_userspace_exit`` between is an INIT reset inside the run; a load ...
   unload pair with neither ``kvm_entry`` nor ``kvm_userspace_exit`` is a
-  KVM_GET_MP_STATE (MPX hosts), not a run.
+  KVM_GET_MP_STATE (MPX hosts), not a run; a load while the guest is loaded
+  means the run's end was lost (events missing): the run is cut there and a
+  new one starts.
 * legacy (<= 4.14): ``kvm_userspace_exit`` ends a run (the final put is logged
   after it); an unload right after the thread's own ``sched_switch`` is the
   preempt notifier's put, not a run end; a run starts at ``sys_enter_ioctl``
@@ -190,6 +192,14 @@ def classify_vd(
                     pend_u = None
                 else:
                     end_pending(pend_u, complete=False)
+            elif loaded and c.run is not None and not has_ioctl:
+                # These kernels alternate load and unload: a load while the guest
+                # is loaded means the unload that ended the run (and its
+                # kvm_userspace_exit) were lost.  Runs end far more often than
+                # an INIT reset puts, so the run is cut here and a new one
+                # starts, rather than two runs being read as one.  (With ioctl
+                # events the KVM_RUN bracket says where runs start.)
+                c.abandon(r)
             if ioctl == "other":
                 mp_load = r
                 continue

@@ -44,6 +44,34 @@ def in_trace_order(df: pl.DataFrame) -> bool:
     )
 
 
+def in_cpu_order(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` in trace order when its timestamps are not: each CPU's lines in file order.
+
+    A CPU's ring buffer is written in the order its events happen, and every
+    text format prints each CPU's events in that order (tracefs and
+    trace-cmd merge the buffers by timestamp, perf script sorts by it), so
+    within a CPU the file order is the truth and a timestamp that steps back
+    is a clock problem (ingest counts them: ``ts_backwards``).  Such a
+    timestamp is raised to the latest one before it on its CPU, then the
+    CPUs are merged by time, file order breaking ties: sorting by raw time
+    would move the line, and the lines of its CPU stamped after the step,
+    before events they followed (a switch-in before the switch-out it
+    ends, a run's put before its load).  Without steps back this is the
+    plain (ts_ns, line_no) order.
+
+    A null timestamp (ingest's value for one beyond int64) is likewise the
+    latest before it on its CPU (the next one if none is before it); a line
+    whose CPU has no timestamp at all cannot be placed and is left out.
+    """
+    if not df["line_no"].is_sorted():
+        df = df.sort("line_no", maintain_order=True)
+    ts = pl.col("ts_ns").cum_max().forward_fill().backward_fill()
+    df = df.with_columns(ts.over("cpu"))
+    if df["ts_ns"].null_count():
+        df = df.filter(pl.col("ts_ns").is_not_null())
+    return df.sort(["ts_ns", "line_no"], maintain_order=True)
+
+
 def prepare(events: pl.DataFrame) -> pl.DataFrame:
     """The narrow, ordered frame the timeline pass walks (see ``_prepare``)."""
     return _prepare(events, with_xstate=False)[0]
@@ -54,8 +82,9 @@ def _prepare(
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """The narrow, ordered frame of the events the timeline needs.
 
-    Sorts stably by (ts_ns, line_no) only when the input is not already in
-    that order (sorting a wide frame costs more than the whole replay).
+    Orders by (ts_ns, line_no), each CPU's lines kept in file order
+    (:func:`in_cpu_order`), only when the input is not already in that
+    order (sorting a wide frame costs more than the whole replay).
     Derives, vectorised, the flags that need the previous or next line on the
     same CPU, and drops the lines that cannot change anything: the
     x86_fpu_regs_activated printed by a KVM swap (its kvm_fpu line follows),
@@ -84,8 +113,8 @@ def _prepare(
         "xstate_bytes",
         "flags",
     )
-    if not in_trace_order(df):
-        df = df.sort(["ts_ns", "line_no"], maintain_order=True)
+    if df["ts_ns"].null_count() or not in_trace_order(df):
+        df = in_cpu_order(df)
     if df["cpu"].null_count():
         # A line that names no CPU cannot be placed on the timeline, except a
         # lost-events marker, which then stands for every CPU (-1).

@@ -27,6 +27,7 @@ from pipeline.codes import (
     R_LOST,
     R_SWITCH,
     S_BLOCK,
+    S_EXIT,
     S_PREEMPT,
     ST_CLOSE,
     ST_EMUL,
@@ -79,6 +80,8 @@ class StepBuilder:
         self.steps: list[tuple[int, ...]] = []
         self.run_at_start: dict[int, int] = {}
         self.runs: list[kvmrun.Run] = []
+        #: runs (indices into ``runs``) cut by their thread's exit
+        self.cut_by_exit: list[int] = []
 
     # -- KVM_RUN boundaries ----------------------------------------------------
     def _classify(self) -> list[int]:
@@ -202,6 +205,8 @@ class StepBuilder:
                 if synth and tn >= 0 and swap_run[tn]:
                     steps.append((ST_ENTRY, t_ns, ln, cpu, tn, 0, 0))
                 sw_prev_in.append(prev_in)
+                if prev_in and state == S_EXIT:
+                    self._end_at_exit(tp, t_ns, ln, cpu, trun)
                 continue
             if kind == R_LOST:
                 bit = 1 << rec[2] if rec[2] >= 0 else -1  # -1: every CPU
@@ -218,6 +223,12 @@ class StepBuilder:
             if g is not None:
                 self._open(t, g, t_ns, ln, cpu, trun, swap_run, last_out_cpu, resume=True)
             if role & kvmrun.OPEN:
+                if swap_run[t]:
+                    # The previous run's exit was never seen (cut at this run): its
+                    # put happened before this run began, so it is replayed here,
+                    # while that run is still the thread's open one.
+                    steps.append((ST_RUN_END, t_ns, ln, cpu, t, 0, 0))
+                    swap_run[t] = False
                 self._open(t, open_at[i], t_ns, ln, cpu, trun, swap_run, last_out_cpu)
             if role & kvmrun.SWAPIN:
                 if swap_run[t]:  # the previous run's exit was never seen
@@ -278,6 +289,25 @@ class StepBuilder:
             # In a run whose start the trace does not show (a gap): the guest
             # is taken to be loaded, as at the trace start.
             swap_run[t] = True
+
+    def _end_at_exit(self, t: int, t_ns: int, ln: int, cpu: int, trun: list[int]) -> None:
+        """Thread ``t`` exits (prev_state X/Z) inside a run: the run ends at its exit.
+
+        A thread cannot exit inside KVM_RUN: the ioctl returns first (a fatal
+        signal makes it return -EINTR), logging its unload and
+        kvm_userspace_exit, so those lines are missing from the trace.  The
+        run is cut at the exit, which is where it certainly ended, rather
+        than left open to the trace's end (where a later lost-events marker
+        on the CPU would also be charged to it).  No put is replayed: the
+        thread never returned from the ioctl in this trace.
+        """
+        g = trun[t]
+        run = self.runs[g]
+        if run.end_ts is None:
+            run.end_ts = t_ns
+        run.cut_end = True
+        self.cut_by_exit.append(g)
+        self._close(t, g, t_ns, ln, cpu, trun)
 
     def _close(self, t: int, g: int, t_ns: int, ln: int, cpu: int, trun: list[int]) -> None:
         if g < 0:

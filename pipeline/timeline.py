@@ -7,6 +7,10 @@ that is current there, and produces:
   CPU while its timeline says another task is current there (or that it is
   off-CPU), the missing switch-in (and the switch-out of whoever was current,
   usually idle) is inferred at that event and marked; no event is dropped;
+* a logged switch-out that arrives after its task was already seen on
+  another CPU (and inferred to have left), with nothing else on its CPU in
+  between, is that inferred switch-out stamped late by a CPU clock that
+  disagrees: it is merged into it rather than inventing a round trip;
 * task lifetimes: a pid reused after its thread exited (``prev_state`` X/Z) is
   a new task; each task gets a kind (pipeline.tasks);
 * on-CPU *slices* and whether each returned to userspace (used by `deferred`
@@ -145,6 +149,9 @@ class _Pass:
         self.sl_events: list[int] = []
         self.sl_evidence: list[bool] = []
         self.records: list[Any] = []
+        # per CPU: the inferred switch-out of a task that showed up on another
+        # CPU, while nothing else has happened on this one since (see late_out)
+        self.unseen_out: list[list[Any] | None] = [None] * n_cpus
         self.initial_cpu: dict[int, int] = {}
         self.inferred = 0
         self.evidence_mode = evidence_mode
@@ -180,6 +187,7 @@ class _Pass:
     # -- switches -------------------------------------------------------------
     def switch(self, row: int, cpu: int, prev: int, nxt: int, state: int, inferred: bool) -> list:
         """Record a switch on ``cpu`` (``prev`` or ``nxt`` may be UNKNOWN_TASK)."""
+        self.unseen_out[cpu] = None
         prev_sid = self.slice_of[cpu]
         if prev_sid >= 0:
             self.sl_end[prev_sid] = state
@@ -206,8 +214,38 @@ class _Pass:
         """``t`` shows up on ``cpu`` while believed current elsewhere: it left unseen."""
         other = self.t_on[t]
         if t != self.idle and other >= 0 and other != cpu:
-            self.switch(row, other, t, UNKNOWN_TASK, S_UNKNOWN, True)
+            rec = self.switch(row, other, t, UNKNOWN_TASK, S_UNKNOWN, True)
             self.recent_prev[other] = UNKNOWN_TASK
+            self.unseen_out[other] = rec
+
+    def late_out(self, row: int, cpu: int, t: int, state: int, flag: int) -> list[Any] | None:
+        """A logged switch-out of ``t`` on ``cpu`` after ``t`` was seen arriving elsewhere.
+
+        When ``t`` shows up on another CPU while believed current on ``cpu``,
+        its switch-out here is inferred.  If the next thing on ``cpu`` is
+        ``t``'s own logged switch-out, that is the switch the inference
+        stood for, stamped after ``t``'s arrival on the other CPU: the two
+        CPUs' clocks disagree (a per-CPU trace clock) by more than the gap
+        between the two switches.  The inferred switch-out takes the logged
+        state (and the observed save), and ``t`` is not brought back to
+        ``cpu`` only to leave it again, which would invent a round trip
+        (a restore and a save) and a migration.  Returns the inferred record
+        it merged into, or None when the rule does not apply.
+        """
+        rec = self.unseen_out[cpu]
+        if rec is None or rec[3] != t:
+            return None
+        rec[1] = row  # its time and line are the logged line's (the ops it causes name it)
+        rec[5] = state
+        rec[6] = False  # the switch is in the trace: only its place was inferred
+        if rec[9] >= 0:
+            self.sl_end[rec[9]] = state
+        if flag & SW_SAVED:
+            rec[8] = True
+            self.t_flags[t] |= _FPU_EVIDENCE
+            if rec[9] >= 0:
+                self.sl_evidence[rec[9]] = True
+        return rec
 
     def ensure_current(self, row: int, cpu: int, t: int) -> None:
         """Make ``t`` current on ``cpu``, inferring the switch the trace did not log."""
@@ -248,6 +286,7 @@ class _Pass:
         last_switch = self.last_switch
         new_task = self.new_task
         sl_end = self.sl_end
+        unseen_out = self.unseen_out
         idle = self.idle
         cols = [
             df[c].to_list() for c in ("code", "cpu", "pid", "flag", "prev_pid", "next_pid", "st")
@@ -259,19 +298,24 @@ class _Pass:
                 tp = task_of.get(prev_pid)
                 if tp is None:
                     tp = new_task(prev_pid, row, _PREV_COMM)
+                late = None
                 if cur[cpu] != tp:
-                    self.ensure_current(row, cpu, tp)
+                    late = self.late_out(row, cpu, tp, st, flag)
+                    if late is None:
+                        self.ensure_current(row, cpu, tp)
                 tn = task_of.get(next_pid)
                 if tn is None:
                     tn = new_task(next_pid, row, _NEXT_COMM)
                 elif t_on[tn] >= 0 and t_on[tn] != cpu and tn != idle:
                     self.leave_other_cpu(row, tn, cpu)
                 # the switch, inlined (this is the hottest path): end prev's slice
+                unseen_out[cpu] = None
                 psid = slice_of[cpu]
                 if psid >= 0:
                     sl_end[psid] = st
-                t_on[tp] = -1  # (idle's entry is never consulted)
-                t_switches[tp] += 1
+                if late is None:
+                    t_on[tp] = -1  # (idle's entry is never consulted)
+                    t_switches[tp] += 1
                 t_switches[tn] += 1
                 t_on[tn] = cpu
                 sid = slice_of[cpu] = len(sl_end)
@@ -280,9 +324,14 @@ class _Pass:
                 sl_events.append(1 if flag & (SW_RESTORED | SW_NEXT_LOGS) else 0)
                 sl_evidence.append(bool(restored))
                 saved = bool(flag & SW_SAVED)
-                sw = [R_SWITCH, row, cpu, tp, tn, st, False, sid, saved, psid]
+                if late is None:
+                    sw = [R_SWITCH, row, cpu, tp, tn, st, False, sid, saved, psid]
+                    last_switch[cpu] = sw
+                else:
+                    # tp left this CPU at the merged record: only tn's switch-in is new
+                    sw = [R_SWITCH, row, cpu, UNKNOWN_TASK, tn, st, False, sid, False, psid]
+                    last_switch[cpu] = late
                 records.append(sw)
-                last_switch[cpu] = sw
                 cur[cpu] = tn
                 if saved:  # the outgoing task saved its registers right after
                     t_flags[tp] |= _FPU_EVIDENCE
@@ -315,6 +364,11 @@ class _Pass:
                 continue
             if code == E_LOST:
                 records.append((R_LOST, row, cpu))
+                # events of this CPU are missing: a later switch-out there may be real
+                if cpu >= 0:
+                    unseen_out[cpu] = None
+                else:
+                    unseen_out[:] = [None] * len(unseen_out)
                 continue
             if pid is None or pid < 0:
                 continue  # perf prints -1 for a thread that exited before `perf script`
@@ -348,7 +402,9 @@ class _Pass:
             t_kvm_row[t] = row
 
 
-def _notes(has_entry: bool, inferred: int, runs: list, rule: str) -> list[str]:
+def _notes(
+    has_entry: bool, inferred: int, runs: list, rule: str, cut_by_exit: list[int]
+) -> list[str]:
     """What a reader of the numbers should know about how this timeline was built."""
     notes = []
     if not has_entry:
@@ -361,9 +417,19 @@ def _notes(has_entry: bool, inferred: int, runs: list, rule: str) -> list[str]:
             f"{inferred} switch-ins inferred: a task logged events on a CPU the trace"
             " had not switched it to (sched_switch not logged)"
         )
-    cut = sum(1 for r in runs if r.cut_end and r.close_rec is None and r.end_ts is not None)
+    exits = set(cut_by_exit)
+    cut = sum(
+        1
+        for g, r in enumerate(runs)
+        if r.cut_end and r.close_rec is None and r.end_ts is not None and g not in exits
+    )
     if cut:
         notes.append(f"{cut} runs whose end the trace does not show were cut at the next run")
+    if exits:
+        notes.append(
+            f"{len(exits)} runs were cut where their thread exited (prev_state X/Z) inside"
+            " KVM_RUN: the ioctl's return was not logged (events missing)"
+        )
     if rule == "heuristic":
         notes.append(
             "no >= 5.2 x86_fpu events: a switched-in user task is taken to return to"
@@ -453,7 +519,7 @@ def build(
         n_events=events.height,
         lost_markers=sum(1 for r in p.records if r[0] == R_LOST),
         n_cpus=int(n_cpus),
-        notes=_notes(has_entry, p.inferred, builder.runs, rule),
+        notes=_notes(has_entry, p.inferred, builder.runs, rule, builder.cut_by_exit),
     )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TextIO
@@ -60,6 +62,12 @@ def query(
             "--sql", metavar="SQL", help="Run this SQL over the views instead of a named query."
         ),
     ] = None,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host", metavar="NAME", help="Only these hosts' sources (repeatable; every view)."
+        ),
+    ] = None,
     list_queries: Annotated[
         bool,
         typer.Option("--list", help="List the queries, their parameters and what they answer."),
@@ -76,8 +84,8 @@ def query(
     from queries.runner import QueryError
 
     if list_queries:
-        if dataset is not None or name is not None or sql is not None or param:
-            _fail("--list takes no DATASET, NAME, --sql or --param")
+        if dataset is not None or name is not None or sql is not None or param or host:
+            _fail("--list takes no DATASET, NAME, --sql, --param or --host")
         _write_rows(_catalog_rows(), fmt, output, title="queries")
         return
     if dataset is None:
@@ -95,13 +103,13 @@ def query(
         if sql is not None:
             from queries.runner import run_sql
 
-            frame = run_sql(dataset, sql)
+            frame = run_sql(dataset, sql, hosts=host)
             title = "sql"
         else:
             from queries.runner import run
 
             assert name is not None
-            frame = run(dataset, name, **_parse_params(param or []))
+            frame = run(dataset, name, hosts=host, **_parse_params(param or []))
             title = name
     except QueryError as exc:
         _fail(str(exc))
@@ -139,9 +147,13 @@ def _catalog_rows() -> list[dict[str, Any]]:
 
 def _write_frame(frame: pl.DataFrame, fmt: QueryFormat, output: Path | None, title: str) -> None:
     if fmt is QueryFormat.parquet:
+        from ingest.dataset import atomic_write
+
         assert output is not None
         try:
-            frame.write_parquet(output, compression="zstd")
+            # Aside, then renamed: a reader never opens a Parquet file without its footer.
+            with atomic_write(output) as tmp:
+                frame.write_parquet(tmp, compression="zstd")
         except OSError as exc:
             _fail(f"{output}: {exc.strerror or exc}")
         return
@@ -177,23 +189,21 @@ def _write_empty(columns: list[str], fmt: QueryFormat, output: Path | None, titl
             out.write(f"{title}: no rows (columns: {', '.join(columns)})\n")
 
 
-class _opened:
-    """stdout, or ``path`` opened for writing (errors become exit 2)."""
+@contextmanager
+def _opened(path: Path | None) -> Iterator[TextIO]:
+    """stdout, or a text file that replaces ``path`` whole when done (errors become exit 2).
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.file: TextIO | None = None
+    The file is written aside and renamed into place (ingest.dataset.atomic_write),
+    so a reader of ``path`` sees the old result or the new one, never a
+    prefix, even when the query is killed while it writes.
+    """
+    if path is None:
+        yield sys.stdout
+        return
+    from ingest.dataset import atomic_write
 
-    def __enter__(self) -> TextIO:
-        if self.path is None:
-            return sys.stdout
-        try:
-            self.file = open(self.path, "w", encoding="utf-8", newline="")
-        except OSError as exc:
-            _fail(f"{self.path}: {exc.strerror or exc}")
-        assert self.file is not None
-        return self.file
-
-    def __exit__(self, *exc: object) -> None:
-        if self.file is not None:
-            self.file.close()
+    try:
+        with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+            yield out
+    except OSError as exc:
+        _fail(f"{path}: {exc.strerror or exc}")

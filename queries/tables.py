@@ -19,6 +19,7 @@ The ``sources`` view is the manifest's ``sources[]``, one row per source.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,11 +86,11 @@ def _specs() -> dict[str, TableSpec]:
     opt = False
     return {
         "events": TableSpec(
-            "events", ("source",), _events_columns(), "fpureplay ingest TRACE... -o {root}"
+            "events", ("host", "source"), _events_columns(), "fpureplay ingest TRACE... -o {root}"
         ),
         "rejects": TableSpec(
             "rejects",
-            ("source",),
+            ("host", "source"),
             (
                 Col("line_no", "BIGINT"),
                 Col("text", "VARCHAR"),
@@ -100,7 +101,7 @@ def _specs() -> dict[str, TableSpec]:
         ),
         "runs": TableSpec(
             "runs",
-            ("source",),
+            ("host", "source"),
             (
                 Col("pid", "INTEGER"),
                 Col("run_idx", "INTEGER"),
@@ -125,7 +126,7 @@ def _specs() -> dict[str, TableSpec]:
         ),
         "fpu_ops": TableSpec(
             "fpu_ops",
-            ("policy", "source"),
+            ("policy", "host", "source"),
             (
                 Col("pid", "INTEGER"),
                 Col("cpu", "INTEGER"),
@@ -151,7 +152,7 @@ def _specs() -> dict[str, TableSpec]:
         # replayed before that have none, and only the validation query needs it.
         "validation": TableSpec(
             "validation",
-            ("source",),
+            ("host", "source"),
             (
                 Col("policy", "VARCHAR"),
                 Col("pid", "INTEGER"),
@@ -166,7 +167,7 @@ def _specs() -> dict[str, TableSpec]:
             "fpureplay replay {root}",
         ),
         # The migration-safety audit (pipeline.audit): one row per FPU-state ioctl.
-        "audit": TableSpec("audit", ("source",), _audit_columns(), "fpureplay audit {root}"),
+        "audit": TableSpec("audit", ("host", "source"), _audit_columns(), "fpureplay audit {root}"),
     }
 
 
@@ -182,6 +183,7 @@ def _audit_columns() -> tuple[Col, ...]:
 #: entry lacks are NULL; keys it has beyond these are passed through.
 SOURCE_COLUMNS: tuple[Col, ...] = (
     Col("source", "VARCHAR"),
+    Col("host", "VARCHAR"),
     Col("path", "VARCHAR"),
     Col("sha256", "VARCHAR"),
     Col("format", "VARCHAR"),
@@ -208,6 +210,10 @@ SOURCE_COLUMNS: tuple[Col, ...] = (
 )
 
 
+class HostError(ValueError):
+    """A host filter names a host the dataset does not have."""
+
+
 @dataclass
 class Binding:
     """What :func:`register` found: the views made, and why others are missing."""
@@ -224,11 +230,29 @@ def specs() -> dict[str, TableSpec]:
     return _specs()
 
 
-def register(con: duckdb.DuckDBPyConnection, root: Path, manifest: dict[str, Any]) -> Binding:
-    """Create the dataset's views on ``con``; tables it does not have are left out."""
+def register(
+    con: duckdb.DuckDBPyConnection,
+    root: Path,
+    manifest: dict[str, Any],
+    hosts: Sequence[str] | None = None,
+) -> Binding:
+    """Create the dataset's views on ``con``; tables it does not have are left out.
+
+    ``hosts`` limits every view, ``sources`` included, to those hosts' sources
+    (by listing only their partitions, so the other hosts' files are never
+    opened); a host the dataset does not have is a :class:`HostError`.
+    """
+    if hosts:
+        known = sorted({s.get("host") for s in manifest.get("sources", [])} - {None})
+        unknown = [h for h in hosts if h not in known]
+        if unknown:
+            raise HostError(
+                f"no host {unknown[0]!r} in {root} (its hosts: {', '.join(known) or 'none'})"
+            )
+        manifest = dict(manifest, sources=[s for s in manifest["sources"] if s["host"] in hosts])
     binding = Binding(Path(root), manifest)
     for spec in _specs().values():
-        files = sorted(str(p) for p in binding.root.glob(spec.pattern))
+        files = sorted(str(p) for p in binding.root.glob(spec.pattern) if _on(p, hosts))
         made_by = spec.made_by.format(root=binding.root)
         if not files:
             binding.missing[spec.name] = f"has no {spec.name} table yet (`{made_by}` writes it)"
@@ -245,8 +269,9 @@ def register(con: duckdb.DuckDBPyConnection, root: Path, manifest: dict[str, Any
             )
             continue
         select = _select_list(spec.partitions, spec.columns, found)
-        con.execute(f"CREATE VIEW {spec.name} AS SELECT {', '.join(select)} FROM {scan}")
-        binding.views[spec.name] = [_alias(s) for s in select]
+        items = ", ".join(sql for sql, _ in select)
+        con.execute(f"CREATE VIEW {spec.name} AS SELECT {items} FROM {scan}")
+        binding.views[spec.name] = [name for _, name in select]
     _register_sources(con, binding)
     return binding
 
@@ -263,26 +288,36 @@ def _scan(spec: TableSpec, files: list[str]) -> str:
     )
 
 
-def _select_list(partitions: tuple[str, ...], columns: tuple[Col, ...], found: dict[str, str]):
-    select = [f'"{key}"' for key in reversed(partitions)]  # source first, then policy
+def _select_list(
+    partitions: tuple[str, ...], columns: tuple[Col, ...], found: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(SQL, column name) of each item of a view's SELECT list."""
+    select = [(_ident(key), key) for key in reversed(partitions)]  # source, host, policy
     for col in columns:
+        name = _ident(col.name)
         if col.name not in found:
-            select.append(f'CAST(NULL AS {col.type}) AS "{col.name}"')
+            select.append((f"CAST(NULL AS {col.type}) AS {name}", col.name))
         elif found[col.name] != col.type:
-            select.append(f'CAST("{col.name}" AS {col.type}) AS "{col.name}"')
+            select.append((f"CAST({name} AS {col.type}) AS {name}", col.name))
         else:
-            select.append(f'"{col.name}"')
+            select.append((name, col.name))
     declared = {c.name for c in columns} | set(partitions)
-    select += [f'"{name}"' for name in found if name not in declared]
+    # Column names found in the files are the dataset's text, not ours.
+    select += [(_ident(n), n) for n in found if n not in declared]
     return select
 
 
-def _alias(item: str) -> str:
-    return item.rsplit(" AS ", 1)[-1].strip('"')
+def _ident(name: str) -> str:
+    """``name`` as a DuckDB identifier, whatever characters it holds."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _on(path: Path, hosts: Sequence[str] | None) -> bool:
+    return not hosts or any(f"host={h}" in path.parts for h in hosts)
 
 
 def _register_sources(con: duckdb.DuckDBPyConnection, binding: Binding) -> None:
@@ -316,7 +351,8 @@ def _register_sources(con: duckdb.DuckDBPyConnection, binding: Binding) -> None:
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             arrays[key] = pa.array([None if v is None else str(v) for v in values], pa.string())
     con.register("_manifest_sources", pa.table(arrays))
-    names = ", ".join(f'"{n}"' for n in arrays)
+    # Manifest keys are the dataset's text, not ours: quoted as identifiers.
+    names = ", ".join(_ident(n) for n in arrays)
     con.execute(f"CREATE VIEW sources AS SELECT {names} FROM _manifest_sources")
     binding.views["sources"] = list(arrays)
 

@@ -153,7 +153,7 @@ def test_a_directory_that_is_not_a_dataset_exits_2(cli, tmp_path):
 def test_the_audit_table_and_its_query(cli, tmp_path):
     dataset = make_dataset(tmp_path, migrate=MIGRATE)
     assert cli(str(dataset)).exit_code == 1
-    part = dataset / "audit" / f"source={M}" / "part-0.parquet"
+    part = dataset / "audit" / "host=unknown" / f"source={M}" / "part-0.parquet"
     table = pl.read_parquet(part)
     assert table.height == 8 and table["violation"].sum() == 3
     manifest = queries.manifest(dataset)

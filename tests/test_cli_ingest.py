@@ -43,6 +43,8 @@ def test_json_summary_of_a_small_trace(runner, tmp_path):
     assert summary(out) == [
         {
             "source": sid("t", TRACE),
+            "host": "unknown",
+            "path": str(tmp_path / "t.txt"),
             "status": "added",
             "format": "tracefs",
             "lines": 7,
@@ -51,6 +53,7 @@ def test_json_summary_of_a_small_trace(runner, tmp_path):
             "lost_markers": 0,
             "vcpu_threads": 1,
             "span_s": 0.000512,
+            "reason": None,
         }
     ]
 
@@ -69,8 +72,10 @@ def test_csv_summary_and_reingest_is_a_noop(runner, tmp_path):
     again = runner(*args)
     assert again.exit_code == 0
     assert again.stdout == (
-        "source,status,format,lines,events,rejects,lost_markers,vcpu_threads,span_s\n"
-        f"{sid('t', TRACE)},already present,tracefs,7,5,0,0,1,0.000512\n"
+        "source,host,path,status,format,lines,events,rejects,lost_markers,vcpu_threads,span_s,"
+        "reason\n"
+        f"{sid('t', TRACE)},unknown,{tmp_path / 't.txt'},already present,tracefs,7,5,0,0,1,"
+        "0.000512,\n"
     )
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert [s["id"] for s in manifest["sources"]] == [sid("t", TRACE)]
@@ -112,7 +117,8 @@ def test_empty_file_is_an_error_and_creates_nothing(runner, tmp_path):
     assert out.exit_code == 2
     assert out.stderr == f"error: {tmp_path / 'empty.txt'}: is empty: no trace lines\n"
     assert not (tmp_path / "ds").exists()
-    assert list(tmp_path.iterdir()) == [tmp_path / "empty.txt"]  # no staging left behind
+    # No staging left behind: only the hidden write lock beside the dataset.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.lock", "empty.txt"]
 
 
 def test_binary_garbage_cannot_be_detected(runner, tmp_path):
@@ -137,7 +143,9 @@ def test_forced_format_turns_garbage_into_rejects_keeping_the_bytes(runner, tmp_
     )
     [row] = summary(out)
     assert (row["lines"], row["events"], row["rejects"]) == (9, 5, 2)
-    rejects = pl.read_parquet(tmp_path / "ds" / "rejects" / f"source={row['source']}" / "*.parquet")
+    rejects = pl.read_parquet(
+        tmp_path / "ds" / "rejects" / "host=*" / f"source={row['source']}" / "*.parquet"
+    )
     assert rejects.to_dicts() == [
         {
             "line_no": 1,
@@ -181,7 +189,9 @@ def test_lost_events_marker_is_reported_and_strict_refuses_it(runner, tmp_path):
         )
     )
     assert (row["events"], row["lost_markers"]) == (6, 1)
-    events = pl.read_parquet(tmp_path / "ds" / "events" / f"source={row['source']}" / "*.parquet")
+    events = pl.read_parquet(
+        tmp_path / "ds" / "events" / "host=*" / f"source={row['source']}" / "*.parquet"
+    )
     marker = (
         events.filter(pl.col("event") == "lost_events")
         .select("line_no", "cpu", "ts_ns", "lost_count")
@@ -207,7 +217,9 @@ def test_truncated_last_line_is_a_reject_that_says_so(runner, tmp_path):
             "json",
         )
     )
-    rejects = pl.read_parquet(tmp_path / "ds" / "rejects" / f"source={row['source']}" / "*.parquet")
+    rejects = pl.read_parquet(
+        tmp_path / "ds" / "rejects" / "host=*" / f"source={row['source']}" / "*.parquet"
+    )
     assert rejects.select("line_no", "reason").to_dicts() == [
         {
             "line_no": 8,
@@ -235,7 +247,9 @@ def test_megabyte_line_nul_bytes_and_backwards_time(runner, tmp_path):
         )
     )
     assert (row["lines"], row["events"], row["rejects"]) == (10, 6, 2)
-    rejects = pl.read_parquet(tmp_path / "ds" / "rejects" / f"source={row['source']}" / "*.parquet")
+    rejects = pl.read_parquet(
+        tmp_path / "ds" / "rejects" / "host=*" / f"source={row['source']}" / "*.parquet"
+    )
     assert rejects["text"].str.len_bytes().to_list() == [1_000_000, 3]
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["sources"][0]["ts_backwards"] == 1

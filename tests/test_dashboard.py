@@ -217,6 +217,9 @@ def test_plotly_text_and_script_json():
     assert text.plotly_text("<b>x</b> & y") == "&lt;b&gt;x&lt;/b&gt; &amp; y"
     assert text.plotly_text(None) == ""
     assert text.html_text("\"'<&>") == "&quot;&#x27;&lt;&amp;&gt;"
+    # control characters (a comm may hold any byte but NUL) are shown as escapes
+    assert text.html_text("a\tb\n\x1b[2J\x9b") == "a\\tb\\n\\x1b[2J\\x9b"
+    assert text.plotly_text("<\x07>é") == "&lt;\\x07&gt;é"
     value = {"comm": "</script><!--\u2028&"}
     out = text.script_json(value)
     assert "<" not in out and ">" not in out and "&" not in out and "\u2028" not in out

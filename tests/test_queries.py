@@ -205,6 +205,29 @@ def test_policy_summary(golden):
     ]
 
 
+def test_fleet_summary_of_one_unknown_host(golden):
+    # Both golden traces have no host anywhere: one host, 'unknown', whose
+    # rows are the fleet's.  legacy: ROUGH 10 + STEADY 24 = 34 ops, 10
+    # redundant, 3.4 us; vcpu_run and deferred: 10 + 12 = 22 ops, 2.2 us;
+    # over SPAN_R + SPAN_S of trace.  Saved: 12 ops and 1.2 us.
+    t = SPAN_R + SPAN_S
+    legacy = (2, t, 34, 10, 100 * 10 / 34, 3.4, 34 / t, 3.4 / t, 0.0, 0.0)
+    patched = (2, t, 22, 0, 0.0, 2.2, 22 / t, 2.2 / t, 12 / t, 1.2 / t)
+    got = [
+        tuple(round(v, 6) if isinstance(v, float) else v for v in row)
+        for row in rows(golden, "fleet_summary")
+    ]
+    r = lambda row: tuple(round(v, 6) if isinstance(v, float) else v for v in row)  # noqa: E731
+    assert got == [
+        ("fleet", None, "legacy", *r(legacy), None),
+        ("fleet", None, "vcpu_run", *r(patched), None),
+        ("fleet", None, "deferred", *r(patched), None),
+        ("host", "unknown", "legacy", *r(legacy), None),
+        ("host", "unknown", "vcpu_run", *r(patched), 1),
+        ("host", "unknown", "deferred", *r(patched), 1),
+    ]
+
+
 def test_savings_against_legacy(golden):
     # ROUGH: every policy does the same 10 operations, nothing saved.
     # STEADY: 24 - 12 = 12 operations, 2.4 - 1.2 µs, over 712 µs of trace.
@@ -446,7 +469,7 @@ def test_preemption_cost_needs_sched_out_state(golden, tmp_path):
 
     old = tmp_path / "old"
     shutil.copytree(golden, old)
-    for part in old.glob("fpu_ops/*/*/*.parquet"):
+    for part in old.glob("fpu_ops/*/*/*/*.parquet"):
         pl.read_parquet(part).drop("sched_out_line", "sched_out_state").write_parquet(part)
     with pytest.raises(queries.QueryError, match="no sched_out_state"):
         queries.run(old, "preemption_cost")

@@ -27,6 +27,7 @@ def test_the_issue_s_queries_are_all_shipped():
         "ops_breakdown", "ops_per_run", "thread_states", "op_marks", "cpu_op_buckets",
         "validation",
         "fpu_state_access",  # the migration audit (issue 10)
+        "fleet_summary",  # fleet scale (issue 8)
     }  # fmt: skip
     assert len(SQL_FILES) == len(queries.catalog())
 

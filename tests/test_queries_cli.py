@@ -73,6 +73,9 @@ LIST_TABLE = [
     "┡━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━"
     "━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━"
     "━━━━━━┩",
+    "│ fleet_summary        │ fleet  │ baseline VARCHAR = 'legacy'                    │ Per "
+    "host and policy: ops and cost per traced second, fleet totals, hosts ranked by saving. "
+    "    │",
     "│ cpu_op_buckets       │ lanes  │ bucket_ms DOUBLE > 0 = 10, source VARCHAR = '' │ FPU"
     " operations per policy, CPU and time bucket, for timelines too dense to draw one by on"
     "e.    │",
@@ -141,7 +144,7 @@ def test_list(cli):
 def test_list_as_json_has_every_query(cli):
     got = json.loads(ok(cli("--list", "--format", "json")))
     assert [q["name"] for q in got] == list(queries.catalog())
-    assert got[7] == {
+    assert got[8] == {
         "name": "timeline",
         "area": "policy",
         "parameters": "bucket_ms DOUBLE > 0 = 10",
@@ -292,7 +295,9 @@ def test_errors_on_a_dataset(cli, golden, args, message):
 
 def test_errors_without_a_dataset(cli, tmp_path):
     assert error(cli()) == "error: give DATASET and a query NAME, DATASET and --sql, or --list\n"
-    assert error(cli("--list", "ds")) == "error: --list takes no DATASET, NAME, --sql or --param\n"
+    assert error(cli("--list", "ds")) == (
+        "error: --list takes no DATASET, NAME, --sql, --param or --host\n"
+    )
     assert error(cli(str(tmp_path), "event_counts")) == (
         f"error: {tmp_path}: is not an fpureplay dataset (no manifest.json)\n"
     )

@@ -59,8 +59,9 @@ def ingested(tmp_path: Path) -> Path:
 
 
 def write_tables(dataset: Path, runs: pl.DataFrame = RUNS, ops: pl.DataFrame = OPS) -> None:
-    write_frame(partition_dir(dataset, "runs", S) / "part-0.parquet", runs)
-    write_frame(partition_dir(dataset, "fpu_ops", S, policy="legacy") / "part-0.parquet", ops)
+    write_frame(partition_dir(dataset, "runs", S, host="unknown") / "part-0.parquet", runs)
+    legacy = partition_dir(dataset, "fpu_ops", S, host="unknown", policy="legacy")
+    write_frame(legacy / "part-0.parquet", ops)
 
 
 def test_hand_made_tables_answer_a_query(tmp_path):
@@ -78,9 +79,9 @@ def test_columns_beyond_the_declared_ones_pass_through(tmp_path):
     write_tables(dataset, runs=RUNS.with_columns(note=pl.lit("extra")))
     con = queries.connect(dataset)
     columns = [row[0] for row in con.execute("DESCRIBE runs").fetchall()]
-    # source first (the partition key), the declared columns in order, then extras.
-    assert columns[:10] == [
-        "source", "pid", "run_idx", "start_ns", "end_ns", "exit_reason", "preemptions",
+    # The partition keys first (source, host), the declared columns in order, then extras.
+    assert columns[:11] == [
+        "source", "host", "pid", "run_idx", "start_ns", "end_ns", "exit_reason", "preemptions",
         "blocks", "migrations", "complete",
     ]  # fmt: skip
     assert columns[-1] == "note"
@@ -151,17 +152,17 @@ def test_sources_view_is_the_manifest(tmp_path):
     dataset = ingested(tmp_path)
     manifest = json.loads((dataset / MANIFEST).read_text())
     # A later writer may add keys, flat or nested: they pass through, nested as JSON.
-    manifest["sources"][0]["host"] = "hv-01"
+    manifest["sources"][0]["rack"] = "r-01"
     manifest["sources"][0]["replay"] = {"inferred_switch_ins": 7, "notes": ["x"]}
     (dataset / MANIFEST).write_text(json.dumps(manifest))
     con = queries.connect(dataset)
     got = con.execute(
         "SELECT source, format, lines, events, first_ts_ns, last_ts_ns, cpus, vcpu_threads,"
-        " recorded_policy, inferred_switch_ins, host, replay FROM sources"
+        " recorded_policy, inferred_switch_ins, host, rack, replay FROM sources"
     ).fetchall()
     assert got == [
         (S, "tracefs", 24, 22, 5123000100000, 5123000812000, [0, 1], [4321, 4322],
-         "undetermined", 7, "hv-01", '{"inferred_switch_ins": 7, "notes": ["x"]}'),
+         "undetermined", 7, "unknown", "r-01", '{"inferred_switch_ins": 7, "notes": ["x"]}'),
     ]  # fmt: skip
 
 
@@ -170,7 +171,10 @@ def test_a_numeric_looking_source_id_stays_text(tmp_path):
     manifest = json.loads((dataset / MANIFEST).read_text())
     manifest["sources"][0]["id"] = "12345"
     (dataset / MANIFEST).write_text(json.dumps(manifest))
-    shutil.move(partition_dir(dataset, "events", S), partition_dir(dataset, "events", "12345"))
+    shutil.move(
+        partition_dir(dataset, "events", S, host="unknown"),
+        partition_dir(dataset, "events", "12345", host="unknown"),
+    )
     con = queries.connect(dataset)
     assert con.execute("SELECT DISTINCT source FROM events").fetchall() == [("12345",)]
     assert {r[0] for r in queries.run(dataset, "event_counts").rows()} == {"12345"}

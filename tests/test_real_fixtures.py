@@ -22,7 +22,9 @@ def test_real_capture_matches_ground_truth(
     path = REAL / f"{workload}.{suffix}"
     [report] = ingest_traces([str(path)], tmp_path / "ds")
     gt = check(
-        pl.read_parquet(tmp_path / "ds" / "events" / f"source={report.id}" / "*.parquet"),
+        pl.read_parquet(
+            tmp_path / "ds" / "events" / "host=*" / f"source={report.id}" / "*.parquet"
+        ),
         REAL / f"{workload}.{truth}.groundtruth.json",
     )
     entry = report.manifest_entry()

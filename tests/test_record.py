@@ -111,7 +111,9 @@ def run_recorder(*args: str, timeout: float = 90) -> subprocess.CompletedProcess
 def ingest_one(trace: Path, tmp_path: Path) -> tuple[dict[str, Any], pl.DataFrame]:
     """The manifest entry and the events of one recorded trace."""
     [report] = ingest_traces([str(trace)], tmp_path / "ds")
-    events = pl.read_parquet(tmp_path / "ds" / "events" / f"source={report.id}" / "*.parquet")
+    events = pl.read_parquet(
+        tmp_path / "ds" / "events" / "host=*" / f"source={report.id}" / "*.parquet"
+    )
     return report.manifest_entry(), events
 
 

@@ -114,43 +114,60 @@ class Model:
         return render(self.schedule, self.lines, self.era, _FLAVOUR[fmt], self.values["xstate"])
 
     def events(self, *, args: bool = True):
-        """The `events` table of the trace (the dataset fast path)."""
-        from pipeline.model.frame import events_frame
+        """The `events` table of the trace (the dataset fast path), a polars frame."""
+        return self._events(args).frame
 
-        return events_frame(self.schedule, self.lines, self.era, self.values["xstate"], args=args)
+    def _events(self, args: bool):
+        """The `events` rows (frame.Events: the polars frame and the table for the writer)."""
+        from pipeline.model.frame import build_events
+
+        return build_events(self.schedule, self.lines, self.era, self.values["xstate"], args=args)
 
     def write(self, output: Path, fmt: str, *, force: bool = False, args: bool = True) -> str:
-        """Write the trace (or dataset) and ``OUTPUT.truth.json``; returns what happened."""
+        """Write the trace (or dataset) and ``OUTPUT.truth.json``; returns what happened.
+
+        Each is written aside and renamed into place (:func:`_write_bytes`,
+        a staged dataset), so neither is ever seen half written.  The truth
+        is computed before anything is written, which leaves only the moment
+        between the two renames for a kill to leave a new trace beside the
+        old truth.
+        """
         output = Path(output)
+        truth = (json.dumps(self.truth(), indent=1) + "\n").encode()
         status = "written"
         if fmt == "dataset":
             from pipeline.model.frame import source_entry, write_dataset
 
-            frame = self.events(args=args)
+            events = self._events(args)
             entry = source_entry(
-                frame, path=f"simulated:{output.name}", identity=self.identity(), era=self.era,
-                policy=self.policy,
+                events.frame, path=f"simulated:{output.name}", identity=self.identity(),
+                era=self.era, policy=self.policy,
             )  # fmt: skip
-            status = write_dataset(output, frame, entry, force=force)
+            status = write_dataset(output, events, entry, force=force)
         else:
+            data = self.text(fmt)
             output.parent.mkdir(parents=True, exist_ok=True)
-            _write_bytes(output, self.text(fmt))
-        truth_path = output.with_name(output.name + ".truth.json")
-        truth_path.write_text(json.dumps(self.truth(), indent=1) + "\n")
+            _write_bytes(output, data)
+        _write_bytes(output.with_name(output.name + ".truth.json"), truth)
         return status
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data``, compressed when the name ends in .gz or .zst (deterministically)."""
+    """Write ``data`` whole or not at all, compressed when the name ends in .gz or .zst.
+
+    Compression is deterministic (no gzip timestamp), so the same model
+    writes the same bytes.
+    """
+    from ingest.dataset import atomic_write
+
     if path.suffix == ".gz":
         data = gzip.compress(data, compresslevel=6, mtime=0)
     elif path.suffix == ".zst":
         import zstandard
 
         data = zstandard.ZstdCompressor(level=3).compress(data)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def generate(

@@ -171,10 +171,14 @@ def inner_exits(
     if total == 0:
         return {"ts": empty, "cpu": empty, "task": empty, "kind": empty, "a": empty}
     seg = np.repeat(np.arange(len(counts)), counts)
-    span = (dur - counts * (h_max + 1) - 1)[seg]
-    u = (rng.random(total) * np.maximum(span, 0)).astype(np.int64)
-    order = np.lexsort((u, seg))
-    u = u[order]  # seg is already sorted, and stays so
+    room = np.maximum(dur - counts * (h_max + 1) - 1, 0)
+    u = (rng.random(total) * room[seg]).astype(np.int64)
+    # Sort u within each stretch (seg is sorted already).  u <= room (the product
+    # can round up to room), so offsetting each stretch's values by the rooms (+1)
+    # before it keeps the stretches apart, and one sort of the values does what a
+    # lexsort by (seg, u) did, several times faster: equal keys are equal values.
+    offset = (np.cumsum(room + 1) - (room + 1))[seg]
+    u = np.sort(u + offset) - offset
     first = np.cumsum(counts) - counts
     rank = np.arange(total) - first[seg]
     exit_ts = start[seg] + 1 + u + rank * (h_max + 1)

@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing of the trace input formats (see fuzz/README.md)."""
