@@ -22,7 +22,10 @@ from ingest.errors import InputError
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-DEFAULT_BLOCK_BYTES = 8 << 20  # peak RSS ~420 MB at 10M lines (bench/RESULTS.md)
+#: 12 MiB: with 128k-row row groups, the fastest size whose peak RSS stays
+#: well under 512 MB (10M lines: 5.1 s and ~450 MB; 8 MiB: 5.5 s, ~390 MB;
+#: 16 MiB: 4.9 s but ~505 MB; bench/RESULTS.md)
+DEFAULT_BLOCK_BYTES = 12 << 20
 
 
 @dataclass

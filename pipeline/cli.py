@@ -349,8 +349,9 @@ def run(
     """Ingest traces and replay them in one step, one task per trace; print the summary.
 
     Sources already in the dataset are replayed again only when the dataset
-    was last replayed with other policies, costs or --recorded-policy.
-    Failed traces (--on-error skip) are listed on stderr.
+    was last replayed with other policies, costs or --recorded-policy.  With
+    several traces, what happened to each (added, already present, failed
+    and why) is listed on stderr.
     """
     from ingest.load import IngestTask
     from pipeline.fleet import run_traces
@@ -361,9 +362,10 @@ def run(
         options = _fleet(jobs, executor, scheduler, on_error, progress)
         task = IngestTask(fmt=input_format, host=host)
         reports = run_traces(traces, output, task, replay_task, options, force=force)
-    failed = [r.summary_row() for r in reports if r.status == "failed"]
-    if failed:
-        emit(failed, OutputFormat.table, title="failed traces (skipped)", file=sys.stderr)
+    if len(reports) > 1 or any(r.status == "failed" for r in reports):
+        # Per trace on stderr: stdout stays the policy summary, in --format.
+        rows = [r.summary_row() for r in reports]
+        emit(rows, OutputFormat.table, title=f"traces ({output})", file=sys.stderr)
     _summarise(output, fmt)
     _failed_exit(reports)
 

@@ -315,6 +315,27 @@ def test_cli_summary_per_file_and_exit_codes(runner, tmp_path):
     assert len(paths) == 2
 
 
+def test_run_lists_every_trace_on_stderr_and_sums_up_on_stdout(runner, tmp_path):
+    make_traces(tmp_path / "in", 2)
+    bad = tmp_path / "in" / "host=web-1" / "bad.txt"
+    bad.write_bytes(b"\x00\x01garbage\n")
+    args = ["run", str(tmp_path / "in"), "-o", str(tmp_path / "ds"), "--on-error", "skip"]
+    out = runner(*args, "--jobs", "2", "--format", "json")
+    assert out.exit_code == 1
+    summary = json.loads(out.stdout)  # stdout: the policy summary alone
+    assert sorted({(r["source"][:3], r["policy"]) for r in summary}) == [
+        (t, p) for t in ("t00", "t01") for p in ("deferred", "legacy", "vcpu_run")
+    ]
+    # stderr: the per-trace table (for people; its layout may change), then the error.
+    table = out.stderr[: out.stderr.index("error: ")]
+    assert table.lstrip().startswith(f"traces ({tmp_path / 'ds'})")
+    cells = [c.strip() for c in table.replace("\n", "│").split("│")]
+    assert [c for c in cells if c in ("added", "failed", "already present")] == [
+        "added", "failed", "added",
+    ]  # fmt: skip
+    assert out.stderr.endswith("; the others are in the dataset\n")
+
+
 # -- a worker killed mid-run -----------------------------------------------------------------
 
 
