@@ -67,9 +67,7 @@ def timed_run(traces: Path, dataset: Path, extra: list[str]) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "wall_s": round(wall, 1),
-        "cpu_s": round(
-            (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1
-        ),
+        "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
     }
 
 

@@ -321,4 +321,3 @@ def _dask_executor(options: FleetOptions) -> Iterator[Executor]:
             client = stack.enter_context(Client(cluster))
         # pure=False: two inputs with the same arguments are still two tasks.
         yield client.get_executor(pure=False)
-
