@@ -147,7 +147,9 @@ def _ingest_job(
 ) -> Job:
     stdin = file.path == "-"
     size = 0 if stdin else os.path.getsize(file.path)
-    kwargs = {"path_host": file.path_host, "known": dict(known), **extra}
+    # The shas only: a worker needs no entry to skip a trace (accept adds it),
+    # and every job's arguments are pickled for its worker.
+    kwargs = {"path_host": file.path_host, "known": frozenset(known), **extra}
     return Job(file.path, fn, (file.path, root, task), kwargs, size=size, inline=stdin)
 
 
@@ -155,20 +157,11 @@ def _adder(
     stage: ds.Staging, known: dict[str, dict[str, Any]]
 ) -> Callable[[SourceReport], SourceReport]:
     def accept(report: SourceReport) -> SourceReport:
-        if report.status != "added":
-            return report
-        if report.sha256 in known:  # the same content twice in one run
+        first = known.get(report.sha256)
+        if first is not None:  # in the dataset already, or named twice in this run
             if report.incoming:
                 ds.remove_tree(Path(report.incoming))
-            first = known[report.sha256]
-            return replace(
-                report,
-                status="already present",
-                entry=first,
-                id=first["id"],
-                host=first["host"],
-                incoming=None,
-            )
+            return SourceReport.of_entry(first, status="already present", path=report.path)
         if report.incoming:
             ds.adopt(Path(report.incoming), stage.path)
         entry = report.manifest_entry()

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,25 +302,35 @@ def ingest_source(
     task: IngestTask,
     *,
     path_host: str | None = None,
-    known: dict[str, dict[str, Any]] | None = None,
+    known: Collection[str] = (),
     progress: Progress | None = None,
 ) -> SourceReport:
     """Parse one input into a private incoming tree of the staged dataset ``root``.
 
     Safe to run in a worker process: it writes only below
     ``root/_incoming/<uuid>/`` (SourceReport.incoming), which the coordinator
-    moves into place with :func:`ingest.dataset.adopt`.  ``known`` maps the
-    sha256 of sources already in the dataset to their entries: such an input
-    is reported "already present" without being parsed when it is a file.
+    moves into place with :func:`ingest.dataset.adopt`.  ``known`` holds the
+    sha256 of the sources already in the dataset: a file with one of them is
+    not parsed, and its report (status "already present", no entry) is
+    completed by the coordinator, which holds the entries.
     """
-    known = known or {}
     source = TraceInput(path)
     regular = path != "-" and os.path.isfile(path)
     if regular and known:
         # Hashing is far cheaper than parsing: skip inputs already present.
         sha = _file_sha256(path)
         if sha in known:
-            return _already_present(source, known[sha])
+            return SourceReport(
+                id="",
+                path=source.display_path,
+                status="already present",
+                stats=None,
+                entry=None,
+                sha256=sha,
+                compression=None,
+                truncated=False,
+                lines=0,
+            )
     total = os.path.getsize(path) if regular else None
     incoming = ds.incoming_dir(root)
     writer = ds.BackgroundWriter(
@@ -356,9 +365,6 @@ def ingest_source(
     if stats is None:
         raise InputError(source.display_path, "is empty: no trace lines")
     stats.kernel = source.kernel or stats.kernel
-    if source.sha256 in known:
-        shutil.rmtree(incoming)
-        return _already_present(source, known[source.sha256])
     sid = ds.source_id(source.display_path, source.sha256)
     host = task.host or path_host or ds.safe_host(stats.host or stats.recording.get("host"))
     for table in ("events", "rejects"):
@@ -378,10 +384,6 @@ def ingest_source(
         host=host,
         incoming=str(incoming),
     )
-
-
-def _already_present(source: TraceInput, entry: dict[str, Any]) -> SourceReport:
-    return SourceReport.of_entry(entry, status="already present", path=source.display_path)
 
 
 def _file_sha256(path: str) -> str:

@@ -10,10 +10,9 @@ whole dataset always reflects one replay.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any
 
 from ingest import dataset as ds
 from ingest.fleet import FleetOptions, run_ingest
@@ -28,12 +27,16 @@ def ingest_and_replay(
     *,
     replay_task: ReplayTask,
     path_host: str | None = None,
-    known: dict[str, dict[str, Any]] | None = None,
+    known: Collection[str] = (),
     progress: Progress | None = None,
 ) -> SourceReport:
-    """A fleet task: ingest one input (ingest.load.ingest_source), then replay it."""
+    """A fleet task: ingest one input (ingest.load.ingest_source), then replay it.
+
+    Stdin is only known to be a source already there once it has been read:
+    it is not replayed then (the coordinator drops it).
+    """
     report = ingest_source(path, root, task, path_host=path_host, known=known, progress=progress)
-    if report.status == "added" and report.incoming is not None:
+    if report.status == "added" and report.incoming and report.sha256 not in known:
         incoming = Path(report.incoming)
         report.replay = replay_source(incoming, incoming, report.manifest_entry(), replay_task)
     return report
