@@ -124,11 +124,14 @@ def replay_sources(
             if part.relative_to(stage.path).parts[0] in _DERIVED:
                 ds.remove_tree(part)
     jobs = [Job(e["path"], replay_job, (stage.path, e, task)) for e in sources]
+    # A worker process sends back a copy of the entry: the staged manifest's
+    # own entry is the one to update.
+    entries = {e["id"]: e for e in sources}
 
     def accept(report: SourceReport) -> SourceReport:
-        assert report.incoming is not None and report.entry is not None
+        assert report.incoming is not None
         ds.adopt(Path(report.incoming), stage.path)
-        report.entry.update(report.replay or {})
+        entries[report.id].update(report.replay or {})
         return report
 
     return run_jobs(ex, jobs, options, accept=accept)

@@ -190,6 +190,19 @@ def test_worker_processes_make_the_same_dataset(tmp_path):
     assert not list((tmp_path / "two").glob(f"{ds.INCOMING}*"))
 
 
+def test_replay_on_worker_processes_updates_the_manifest_too(tmp_path):
+    from pipeline.orchestrate import replay_dataset
+
+    paths = make_traces(tmp_path / "in", 3)
+    for name in ("one", "two"):
+        ingest_traces([str(p) for p in paths], tmp_path / name)
+    replay_dataset(tmp_path / "one")
+    manifest = replay_dataset(tmp_path / "two", options=FleetOptions(jobs=2))
+    assert all("replay" in s and "audit" in s for s in manifest["sources"])
+    assert manifest["replay"]["guest_run_rule"] == "kvm_entry"
+    assert rows(tmp_path / "two") == rows(tmp_path / "one")
+
+
 def test_a_dask_local_cluster_makes_the_same_dataset(tmp_path):
     distributed = pytest.importorskip("distributed")
     paths = make_traces(tmp_path / "in", 20, hosts=4, duration_ms=2)
