@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,10 +131,12 @@ def partition_dir(
     return base / f"host={host}" / f"source={source}"
 
 
-def source_partitions(root: Path, source: str, host: str) -> list[Path]:
-    """Every partition directory of one source, in every table (and policy)."""
+def source_partitions(
+    root: Path, source: str, host: str, tables: Sequence[str] = TABLES
+) -> list[Path]:
+    """The partition directories of one source in ``tables`` (every policy of fpu_ops)."""
     found = []
-    for table in TABLES:
+    for table in tables:
         base = Path(root) / table
         if table == "fpu_ops":
             found += sorted(base.glob(f"policy=*/host={host}/source={source}"))

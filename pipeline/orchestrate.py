@@ -120,9 +120,8 @@ def replay_sources(
     tables are moved into place and its manifest entry updated.
     """
     for entry in sources:
-        for part in ds.source_partitions(stage.path, entry["id"], entry["host"]):
-            if part.relative_to(stage.path).parts[0] in _DERIVED:
-                ds.remove_tree(part)
+        for part in ds.source_partitions(stage.path, entry["id"], entry["host"], _DERIVED):
+            ds.remove_tree(part)
     jobs = [Job(e["path"], replay_job, (stage.path, e, task)) for e in sources]
     # A worker process sends back a copy of the entry: the staged manifest's
     # own entry is the one to update.
